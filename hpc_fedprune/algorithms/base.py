@@ -1,0 +1,195 @@
+"""The algorithm interface: the few points where federated methods differ.
+
+An algorithm never sees MPI. The round loop (`hpc_fedprune.sim.loop`) calls the hooks
+below in a fixed order; this base class is plain FedAvg (FedAvgM with server momentum),
+and each method overrides only the points where it differs (DESIGN section 3b).
+
+Client side (every rank, once per client):
+    ``train_mask``   -> the mask re-applied after every optimiser step (None: dense)
+    ``add_penalty_grad`` -> the gradient of an extra local loss term (FedProx)
+    ``finish_local`` -> changes to the local model after training (local purge)
+    ``upload``       -> what the client sends, and the sums the server needs from it
+Server side (rank 0 only, once per round):
+    ``server_step``  -> new global weights and mask from the exact sums of all uploads
+
+All server and algorithm state lives in the object on rank 0 and is returned by
+``state_dict`` for checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import Config
+
+# Fractional bits of the fixed-point channels (see hpc_fedprune.comm.exact): 40 for real
+# values, 0 for integer counts such as majority votes.
+REAL_BITS = 40
+COUNT_BITS = 0
+
+
+@dataclass(frozen=True)
+class RoundContext:
+    """Read-only facts about the current round, the same on every rank.
+
+    Attributes
+    ----------
+    round : int
+        1-based round index.
+    rounds : int
+        Rounds planned in the run.
+    seed : int
+        The run's seed.
+    lr : float
+        Client learning rate of this round (after the per-round decay).
+    cohort_samples : int
+        Training samples over all clients of the round (for sample weights).
+    cohort_size : int
+        Clients in the round.
+    """
+
+    round: int
+    rounds: int
+    seed: int
+    lr: float
+    cohort_samples: int
+    cohort_size: int
+
+
+@dataclass
+class GlobalModel:
+    """What every client downloads: flat float32 weights and the global mask (None: dense)."""
+
+    weights: torch.Tensor
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class Upload:
+    """One client's upload.
+
+    Attributes
+    ----------
+    message : torch.Tensor
+        The float32 values the client sends, in dense layout (zero off the support). Its
+        encoded size is the client's uplink bytes.
+    support : torch.Tensor or None
+        Bool positions that travel; None means every position.
+    shared_support : bool
+        True when the support is the global mask the server already holds, so the
+        values travel without indices.
+    local_mask : torch.Tensor or None
+        A client-local mask sent beside the values (FedSparsify-Local), counted in bytes.
+    channels : dict
+        ``name -> float64 tensor``: the quantities the server sums over the cohort,
+        computed from what was sent; summed exactly in fixed point with the fractional
+        bits the algorithm declares in ``channel_bits``.
+    """
+
+    message: torch.Tensor
+    support: torch.Tensor | None = None
+    shared_support: bool = False
+    local_mask: torch.Tensor | None = None
+    channels: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Algorithm:
+    """Federated averaging (FedAvg, and FedAvgM with ``federation.server_momentum``).
+
+    Parameters
+    ----------
+    config : Config
+        The resolved run config.
+    prunable : torch.Tensor
+        Bool vector over the flat model: the positions a pruning method may remove.
+    trainable : torch.Tensor
+        Bool vector over the flat model: parameters (True) versus buffers (False).
+    """
+
+    name = "fedavg"
+    prunes = False  # whether the method keeps a global mask (and writes /masks)
+    channel_bits = {"delta": REAL_BITS}  # what every client's upload adds to the sums
+
+    def __init__(self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor) -> None:
+        self.config = config
+        self.prunable = prunable
+        self.trainable = trainable
+        self.momentum: torch.Tensor | None = None  # server momentum buffer (FedAvgM)
+
+    # ------------------------------------------------------------------ set-up
+    def initial_mask(self, weights: torch.Tensor) -> torch.Tensor | None:
+        """The global mask before round 1 (None: dense)."""
+        return None
+
+    # ------------------------------------------------------------- client side
+    def train_mask(self, ctx: RoundContext, model: GlobalModel, client: int) -> torch.Tensor | None:
+        """Mask re-applied after every local optimiser step; default: the global mask."""
+        return model.mask
+
+    def add_penalty_grad(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
+        """Add the gradient of an extra local loss term to the flat gradient, in place.
+
+        Penalties of the methods here (proximal, norm) have closed-form gradients, so one
+        vector operation on the flat buffers replaces a second autograd graph per step.
+        ``anchor`` holds the weights the client downloaded.
+        """
+
+    def finish_local(self, ctx: RoundContext, model: GlobalModel, local: torch.Tensor, client: int) -> torch.Tensor | None:
+        """Change the local weights in place after training; return a client-local mask or None."""
+        return None
+
+    def upload(
+        self,
+        ctx: RoundContext,
+        model: GlobalModel,
+        local: torch.Tensor,
+        local_mask: torch.Tensor | None,
+        samples: int,
+    ) -> Upload:
+        """The client sends its weights (over the global mask when there is one).
+
+        The server's inverse turns them into the sample-weighted update
+        ``p_c (w_c - w_global)`` with ``p_c = n_c / sum of n over the cohort``.
+        """
+        weight = samples / ctx.cohort_samples
+        delta = (local.double() - model.weights.double()) * weight
+        return Upload(
+            message=local,
+            support=model.mask,
+            shared_support=model.mask is not None,
+            channels={"delta": delta},
+        )
+
+    # ------------------------------------------------------------- server side
+    def server_step(self, ctx: RoundContext, sums: dict[str, torch.Tensor], model: GlobalModel) -> GlobalModel:
+        """FedAvg(M): ``v = beta v + mean_delta``, ``w = w + server_lr * v``, masked."""
+        return GlobalModel(self.apply_update(model.weights, sums["delta"], model.mask), model.mask)
+
+    def apply_update(self, weights: torch.Tensor, mean_delta: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Server learning rate and momentum on a mean update, in float64, then masked."""
+        fed = self.config.federation
+        step = mean_delta
+        if fed.server_momentum > 0:
+            if self.momentum is None:
+                self.momentum = torch.zeros_like(mean_delta)
+            self.momentum.mul_(fed.server_momentum).add_(mean_delta)
+            step = self.momentum
+        new = (weights.double() + fed.server_lr * step).to(torch.float32)
+        if mask is not None:
+            new.mul_(mask)
+        return new
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Server/algorithm state for checkpoints (tensors moved to the CPU)."""
+        return {"momentum": None if self.momentum is None else self.momentum.cpu()}
+
+    def load_state_dict(self, state: dict, device: str) -> None:
+        m = state.get("momentum")
+        self.momentum = None if m is None else m.to(device)
+
+    def metrics(self) -> dict[str, float]:
+        """Extra per-round metrics of the method (written to /metrics)."""
+        return {}

@@ -1,0 +1,240 @@
+"""PNG plots of one run or of several runs side by side.
+
+matplotlib is an optional extra (``pip install 'hpc_fedprune[plot]'``), imported only when a
+plot is drawn. Figures are built with ``matplotlib.figure.Figure`` directly rather than
+pyplot: no global figure registry and no backend switching, so drawing here never disturbs
+a user's own matplotlib session (a notebook, say).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpc_fedprune.analysis.masks import OVERALL, MaskHistory
+from hpc_fedprune.analysis.summary import Quality
+from hpc_fedprune.analysis.units import byte_unit
+
+#: Printed when plots are skipped because matplotlib is missing.
+PLOT_NOTE = "plots skipped: matplotlib is not installed (pip install 'hpc_fedprune[plot]')"
+
+_DPI = 120
+_SIZE = (7.5, 4.6)
+# More runs than this and the legend moves beside the axes, where it hides no data.
+_LEGEND_INSIDE_MAX = 5
+
+
+def matplotlib_available() -> bool:
+    """True when matplotlib can be imported."""
+    try:
+        _figure_class()
+    except ImportError:
+        return False
+    return True
+
+
+def _figure_class() -> Any:
+    return importlib.import_module("matplotlib.figure").Figure
+
+
+def _new_figure(size: tuple[float, float] = _SIZE) -> Any:
+    return _figure_class()(figsize=size, layout="constrained")
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+@dataclass(frozen=True)
+class Series:
+    """One run's curve: metric values per round and the traffic behind them.
+
+    Attributes
+    ----------
+    label : str
+        Legend entry.
+    rounds : numpy.ndarray
+        Round numbers.
+    values : numpy.ndarray
+        Quality metric per round (NaN where not evaluated).
+    cumulative_bytes : numpy.ndarray or None
+        Client traffic up + down after each round.
+    """
+
+    label: str
+    rounds: np.ndarray
+    values: np.ndarray
+    cumulative_bytes: np.ndarray | None = None
+
+
+def _scaled(q: Quality, values: np.ndarray) -> np.ndarray:
+    # Accuracy reads better in percent; errors keep their own units.
+    return 100.0 * values if q.higher_is_better and q.key == "test_accuracy" else values
+
+
+def _y_label(q: Quality) -> str:
+    if q.key == "test_accuracy":
+        return "test accuracy (%)"
+    return f"test {q.label} (target units, lower is better)"
+
+
+def _marker(n_points: int) -> str | None:
+    return "o" if n_points <= 40 else None
+
+
+def _legend(ax: Any, n: int) -> None:
+    if n > _LEGEND_INSIDE_MAX:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    else:
+        ax.legend(fontsize="small")
+
+
+def quality_vs_round(
+    path: Path, series: Sequence[Series], quality: Quality, title: str, extra: Series | None = None
+) -> Path:
+    """Test accuracy (or MAE) against round, one line per series.
+
+    ``extra`` adds a dashed line (e.g. the clients' local test accuracy).
+    """
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for s in [*series, *([extra] if extra is not None else [])]:
+        ok = np.isfinite(s.values)
+        style = "--" if s is extra else "-"
+        ax.plot(
+            s.rounds[ok],
+            _scaled(quality, s.values[ok]),
+            style,
+            marker=_marker(int(ok.sum())),
+            markersize=3,
+            label=s.label,
+        )
+    ax.set_xlabel("round")
+    ax.set_ylabel(_y_label(quality))
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    _legend(ax, len(series) + (extra is not None))
+    return _save(fig, path)
+
+
+def quality_vs_bytes(
+    path: Path,
+    series: Sequence[Series],
+    quality: Quality,
+    title: str,
+    final_points: Sequence[tuple[float, float]] | None = None,
+    frontier: Sequence[bool] | None = None,
+) -> Path:
+    """Test accuracy (or MAE) against cumulative client traffic, log x in kB/MB/GB.
+
+    Parameters
+    ----------
+    final_points : sequence of (total_bytes, final_value), optional
+        One per series: drawn as a dot at the end of each run.
+    frontier : sequence of bool, optional
+        Which final points form the Pareto frontier; drawn as stars joined by a step line
+        (the best value reachable within each traffic budget).
+    """
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    largest = max(
+        (float(np.nanmax(s.cumulative_bytes)) for s in series if _has_bytes(s)), default=1.0
+    )
+    unit, size = byte_unit(largest)
+    for i, s in enumerate(series):
+        if not _has_bytes(s):
+            continue
+        assert s.cumulative_bytes is not None
+        ok = np.isfinite(s.values) & (s.cumulative_bytes > 0)
+        (line,) = ax.plot(
+            s.cumulative_bytes[ok] / size,
+            _scaled(quality, s.values[ok]),
+            marker=_marker(int(ok.sum())),
+            markersize=3,
+            label=s.label,
+        )
+        if final_points is not None:
+            b, v = final_points[i]
+            if np.isfinite(v) and b > 0:
+                ax.plot([b / size], [_scaled(quality, np.array([v]))[0]], "o",
+                        color=line.get_color(), markersize=7)  # fmt: skip
+    if final_points is not None and frontier is not None and any(frontier):
+        pts = sorted((b, v) for (b, v), on in zip(final_points, frontier) if on)
+        xs = np.array([b for b, _ in pts]) / size
+        ys = _scaled(quality, np.array([v for _, v in pts]))
+        ax.plot(xs, ys, "k--", drawstyle="steps-post", linewidth=1, zorder=1)
+        ax.plot(xs, ys, "*", color="black", markersize=14, markerfacecolor="gold", zorder=3,
+                label="Pareto frontier (final value vs total bytes)")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel(f"cumulative client traffic, up + down ({unit}, log scale)")
+    ax.set_ylabel(_y_label(quality))
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    _legend(ax, len(series) + (frontier is not None))
+    return _save(fig, path)
+
+
+def _has_bytes(s: Series) -> bool:
+    return s.cumulative_bytes is not None and bool(np.any(s.cumulative_bytes > 0))
+
+
+def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
+    """Sparsity of each prunable tensor (rows, model order) at each mask record."""
+    n_tensors = len(history.tensors)
+    height = min(2.0 + 0.28 * n_tensors, 24.0)
+    fig = _new_figure((8.0, max(height, 3.2)))
+    ax = fig.add_subplot()
+    rounds = history.rounds.astype(np.float64)
+    # Cell edges halfway between records, so irregular recording intervals show as such.
+    if len(rounds) > 1:
+        mid = (rounds[1:] + rounds[:-1]) / 2
+        edges = np.concatenate(
+            [[rounds[0] - (mid[0] - rounds[0])], mid, [rounds[-1] + (rounds[-1] - mid[-1])]]
+        )
+    else:
+        edges = np.array([rounds[0] - 0.5, rounds[0] + 0.5])
+    y = np.arange(n_tensors + 1) - 0.5
+    mesh = ax.pcolormesh(
+        edges, y, 100 * history.sparsity_matrix(), cmap="viridis", vmin=0, vmax=100
+    )
+    ax.set_yticks(np.arange(n_tensors))
+    ax.set_yticklabels(history.tensors, fontsize=8 if n_tensors <= 30 else 6)
+    ax.invert_yaxis()  # first layer on top, as in the model
+    ax.set_xlabel("round")
+    ax.set_ylabel("prunable tensor")
+    ax.set_title(title)
+    fig.colorbar(mesh, ax=ax, label="sparsity (% of weights pruned)")
+    return _save(fig, path)
+
+
+def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
+    """Share of weights pruned, regrown and changed since the previous mask record."""
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    stats = history.overall[1:]
+    rounds = history.rounds[1:]
+    numel = max(history.overall[0].numel, 1)
+    changed = np.array([s.hamming or 0 for s in stats], dtype=np.float64) / numel * 100
+    pruned = np.array([s.pruned or 0 for s in stats], dtype=np.float64) / numel * 100
+    regrown = np.array([s.regrown or 0 for s in stats], dtype=np.float64) / numel * 100
+    m = _marker(len(rounds))
+    ax.plot(rounds, changed, marker=m, markersize=3, label="changed (pruned + regrown)")
+    ax.plot(rounds, pruned, "--", marker=m, markersize=3, label="newly pruned")
+    ax.plot(rounds, regrown, ":", marker=m, markersize=3, label="regrown")
+    overall = history.summaries.get(OVERALL)
+    if overall is not None and overall.stable_after_round is not None:
+        ax.axvline(overall.stable_after_round, color="grey", linewidth=1, linestyle="-.",
+                   label=f"unchanged after round {overall.stable_after_round}")  # fmt: skip
+    ax.set_xlabel("round (change since the previous mask record)")
+    ax.set_ylabel("% of prunable weights")
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,530 @@
+"""Read a run file (``run.h5``, format_version 1) into plain numpy arrays.
+
+`load_run` reads what is small (root attributes, the per-round metrics, the list of mask
+tensors) and closes the file. Masks are large (one bit per weight per record), so `Run`
+hands them out one record at a time through iterators that reopen the file; the whole
+history is never in memory.
+
+A file may belong to a run that is still going or that crashed: datasets can be shorter
+than ``rounds_planned``, and a crash between two writes can leave one dataset a row longer
+than its siblings. Every group is therefore cut to the shortest of its datasets, the same
+way everywhere, so that row i means the same round in every array.
+
+Only numpy and h5py are imported: the analysis must start fast and run on a laptop
+without torch or MPI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from hpc_fedprune.errors import InputError
+
+#: The newest run-file layout this reader understands.
+SUPPORTED_FORMAT_VERSION = 1
+
+RUN_FILE_NAME = "run.h5"
+
+# Datasets inside /masks and /clients/masks that index the rows instead of holding a tensor.
+_MASK_INDEX_NAMES = frozenset({"rounds"})
+_CLIENT_MASK_INDEX_NAMES = frozenset({"round", "client"})
+
+
+@dataclass(frozen=True)
+class MaskTensor:
+    """One prunable tensor whose masks are recorded.
+
+    Attributes
+    ----------
+    name : str
+        Parameter name as in the model, e.g. ``"conv1.weight"``.
+    shape : tuple of int
+        Shape of the tensor; the stored bits are its C-order flattening.
+    numel : int
+        Number of elements (bits that matter in each packed row).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+
+    @property
+    def row_bytes(self) -> int:
+        """Length of one packed row in bytes (``numel`` bits rounded up)."""
+        return (self.numel + 7) // 8
+
+
+@dataclass(frozen=True)
+class MaskRecord:
+    """The global masks of all prunable tensors at one recorded round.
+
+    Attributes
+    ----------
+    index : int
+        Row number of this record in ``/masks/<tensor>``.
+    round : int
+        Round (1-based) after which the masks were recorded.
+    packed : Mapping[str, numpy.ndarray]
+        Per tensor name, the ``np.packbits`` row (uint8) as stored.
+    tensors : Mapping[str, MaskTensor]
+        Shapes and sizes, to unpack the rows.
+    """
+
+    index: int
+    round: int
+    packed: Mapping[str, np.ndarray]
+    tensors: Mapping[str, MaskTensor]
+
+    def mask(self, name: str) -> np.ndarray:
+        """The boolean mask of one tensor (True = kept), in the tensor's shape."""
+        t = self.tensors[name]
+        return np.unpackbits(self.packed[name], count=t.numel).astype(bool).reshape(t.shape)
+
+
+@dataclass(frozen=True)
+class ClientMaskRound:
+    """The client-local masks of every client that recorded one in a round.
+
+    Attributes
+    ----------
+    round : int
+        Round (1-based).
+    clients : numpy.ndarray
+        Client ids (int64), one per row of each array in ``packed``.
+    packed : Mapping[str, numpy.ndarray]
+        Per tensor name, a uint8 array of shape ``(len(clients), row_bytes)``.
+    tensors : Mapping[str, MaskTensor]
+        Shapes and sizes, to unpack the rows.
+    """
+
+    round: int
+    clients: np.ndarray
+    packed: Mapping[str, np.ndarray]
+    tensors: Mapping[str, MaskTensor]
+
+    def masks(self, name: str) -> np.ndarray:
+        """Boolean masks of one tensor, shape ``(len(clients), *tensor.shape)``."""
+        t = self.tensors[name]
+        bits = np.unpackbits(self.packed[name], axis=1, count=t.numel).astype(bool)
+        return bits.reshape((len(self.clients), *t.shape))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run file, read up to what is small; masks are streamed on demand.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The ``run.h5`` file.
+    attrs : dict
+        All root attributes, decoded to Python values (str, int, float, list).
+    format_version : int
+        Layout version of the file.
+    algorithm, dataset, model, task, status : str
+        Root attributes of the same names (``"unknown"`` where missing).
+    num_clients, rounds_planned : int or None
+        Root attributes of the same names (None where missing).
+    rounds_done : int
+        Last completed round according to ``/metrics/round`` (the attribute where that
+        dataset is missing): the number the metrics can back up.
+    metrics : dict of str to numpy.ndarray
+        Every 1-D dataset of ``/metrics``, all cut to the same length.
+    mask_tensors : tuple of MaskTensor
+        Tensors in ``/masks``, in the model's flat-buffer order where known.
+    mask_rounds : numpy.ndarray
+        Round of each usable mask record (cut to the rows every tensor has).
+    client_mask_tensors : tuple of MaskTensor
+        Tensors in ``/clients/masks``.
+    client_mask_rows : int
+        Number of usable rows in ``/clients/masks``.
+    """
+
+    path: Path
+    attrs: dict[str, Any]
+    format_version: int
+    algorithm: str
+    dataset: str
+    model: str
+    task: str
+    status: str
+    num_clients: int | None
+    rounds_planned: int | None
+    rounds_done: int
+    metrics: dict[str, np.ndarray]
+    mask_tensors: tuple[MaskTensor, ...] = ()
+    mask_rounds: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    client_mask_tensors: tuple[MaskTensor, ...] = ()
+    client_mask_rows: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory (the folder holding ``run.h5``)."""
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        """A short name for tables and legends: the run directory's name."""
+        return self.run_dir.resolve().name or str(self.path)
+
+    @property
+    def num_rounds(self) -> int:
+        """Number of rows in `metrics` (completed rounds that were recorded)."""
+        return len(self.metrics.get("round", ()))
+
+    @property
+    def has_masks(self) -> bool:
+        """True when the file holds at least one global mask record."""
+        return bool(self.mask_tensors) and len(self.mask_rounds) > 0
+
+    @property
+    def has_client_masks(self) -> bool:
+        """True when the file holds at least one client-local mask."""
+        return bool(self.client_mask_tensors) and self.client_mask_rows > 0
+
+    def iter_masks(self) -> Iterator[MaskRecord]:
+        """Yield the global mask records in file order, one at a time.
+
+        Only one record (one packed row per tensor) is in memory at once; the file stays
+        open while the iterator is alive.
+        """
+        tensors = {t.name: t for t in self.mask_tensors}
+        with _open(self.path) as f, _reading(self.path):
+            group = f["masks"]
+            datasets = {name: group[name] for name in tensors}
+            for i, rnd in enumerate(self.mask_rounds.tolist()):
+                with _reading(self.path):
+                    packed = {name: ds[i] for name, ds in datasets.items()}
+                yield MaskRecord(index=i, round=int(rnd), packed=packed, tensors=tensors)
+
+    def iter_client_masks(self) -> Iterator[ClientMaskRound]:
+        """Yield the client-local masks grouped by round, one round at a time.
+
+        Rounds come in increasing order; within a round, rows keep their file order.
+        """
+        tensors = {t.name: t for t in self.client_mask_tensors}
+        n = self.client_mask_rows
+        with _open(self.path) as f, _reading(self.path):
+            group = f["clients/masks"]
+            rounds = np.asarray(group["round"][:n], dtype=np.int64)
+            clients = np.asarray(group["client"][:n], dtype=np.int64)
+            datasets = {name: group[name] for name in tensors}
+            for rnd in np.unique(rounds).tolist():
+                rows = np.flatnonzero(rounds == rnd)
+                # Rows of one round are normally contiguous: a slice reads much faster
+                # than h5py's point selection.
+                if rows[-1] - rows[0] + 1 == len(rows):
+                    sel: slice | np.ndarray = slice(int(rows[0]), int(rows[-1]) + 1)
+                else:
+                    sel = rows
+                with _reading(self.path):
+                    packed = {name: np.asarray(ds[sel]) for name, ds in datasets.items()}
+                yield ClientMaskRound(
+                    round=int(rnd), clients=clients[rows], packed=packed, tensors=tensors
+                )
+
+    def client_uplink(self) -> dict[str, np.ndarray] | None:
+        """Per (round, client) uplink sizes: keys ``round``, ``client``, ``bytes``.
+
+        Returns None when the file has no ``/clients/uplink`` group.
+        """
+        return self._read_group("clients/uplink", ("round", "client", "bytes"))
+
+    def partition(self) -> dict[str, np.ndarray] | None:
+        """Client data partition: ``sizes`` (per client) and ``label_counts`` if present.
+
+        Returns None when the file has no ``/partition`` group.
+        """
+        with _open(self.path) as f, _reading(self.path):
+            if "partition" not in f:
+                return None
+            g = f["partition"]
+            return {k: np.asarray(g[k][()]) for k in ("sizes", "label_counts") if k in g}
+
+    def final_model(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The final global weights (float32) and their mask (bool), or None if absent."""
+        with _open(self.path) as f, _reading(self.path):
+            if "model/flat" not in f:
+                return None
+            flat = np.asarray(f["model/flat"][()])
+            mask = None
+            if "model/mask" in f:
+                ds = f["model/mask"]
+                numel = int(ds.attrs.get("numel", flat.size))
+                mask = np.unpackbits(np.asarray(ds[()]), count=numel).astype(bool)
+            return flat, mask
+
+    def _read_group(self, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+        with _open(self.path) as f, _reading(self.path):
+            if name not in f:
+                return None
+            g = f[name]
+            present = [k for k in keys if k in g]
+            n = min((g[k].shape[0] for k in present), default=0)
+            return {k: np.asarray(g[k][:n]) for k in present}
+
+
+def resolve_run_path(path: str | Path) -> Path:
+    """Turn a run directory or a ``run.h5`` path into the path of the run file.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist, or is a directory without ``run.h5``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if p.is_dir():
+        candidate = p / RUN_FILE_NAME
+        if not candidate.is_file():
+            raise InputError(f"{p}: not a run directory (no {RUN_FILE_NAME} in it)")
+        return candidate
+    return p
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a run file and read its metadata, metrics and the index of its masks.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A run directory or its ``run.h5``.
+
+    Returns
+    -------
+    Run
+        Plain numpy arrays and attributes; masks are read later through its iterators.
+
+    Raises
+    ------
+    InputError
+        Missing path, not an HDF5 file, not a run file (no ``format_version``), a
+        ``format_version`` newer than `SUPPORTED_FORMAT_VERSION`, or a file that cannot be
+        read (truncated or corrupt). The message is one line and names the file.
+    """
+    file_path = resolve_run_path(path)
+    with _open(file_path) as f, _reading(file_path):
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        version = _check_format_version(file_path, attrs)
+        metrics = _read_metrics(f)
+        tensor_order = _model_tensor_order(f)
+        mask_tensors, mask_rounds = _read_mask_index(file_path, f, tensor_order)
+        client_tensors, client_rows = _read_client_mask_index(file_path, f, tensor_order)
+
+    rounds = metrics.get("round")
+    if rounds is not None and len(rounds) > 0:
+        rounds_done = int(rounds[-1])
+    else:
+        rounds_done = _opt_int(attrs.get("rounds_done")) or 0
+    return Run(
+        path=file_path,
+        attrs=attrs,
+        format_version=version,
+        algorithm=str(attrs.get("algorithm", "unknown")),
+        dataset=str(attrs.get("dataset", "unknown")),
+        model=str(attrs.get("model", "unknown")),
+        task=str(attrs.get("task", "classification")),
+        status=str(attrs.get("status", "unknown")),
+        num_clients=_opt_int(attrs.get("num_clients")),
+        rounds_planned=_opt_int(attrs.get("rounds_planned")),
+        rounds_done=rounds_done,
+        metrics=metrics,
+        mask_tensors=mask_tensors,
+        mask_rounds=mask_rounds,
+        client_mask_tensors=client_tensors,
+        client_mask_rows=client_rows,
+    )
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+class _open:
+    """Open a run file read-only, turning every way it can fail into one InputError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file: h5py.File | None = None
+
+    def __enter__(self) -> h5py.File:
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such file")
+        if not h5py.is_hdf5(self.path):
+            raise InputError(f"{self.path}: not an HDF5 file, so not a run file")
+        try:
+            # locking=False: a running simulator holds the file open for writing, and the
+            # point of reading a live run is to look at it while it goes.
+            self.file = h5py.File(self.path, "r", locking=False)
+        except OSError as e:
+            raise InputError(
+                f"{self.path}: cannot read (truncated or corrupt?): {_one_line(e)}"
+            ) from e
+        return self.file
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class _reading:
+    """Turn low-level read failures inside a block into InputError naming the file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        # OSError is what h5py raises for unreadable chunks or metadata; KeyError for a
+        # dangling link. Our own InputError passes through unchanged.
+        if exc_type is not None and issubclass(exc_type, (OSError, KeyError)):
+            raise InputError(
+                f"{self.path}: cannot read (truncated or corrupt?): {_one_line(exc)}"
+            ) from exc
+        return False
+
+
+def _one_line(e: BaseException | None) -> str:
+    text = " ".join(str(e).split()) if e is not None else ""
+    return text or type(e).__name__
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute value as a plain Python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_format_version(path: Path, attrs: dict[str, Any]) -> int:
+    if "format_version" not in attrs:
+        raise InputError(f"{path}: not a hpc_fedprune run file (no format_version attribute)")
+    raw = attrs["format_version"]
+    # Accept an int (or an integral float, as some writers store numbers); refuse the rest.
+    integral = isinstance(raw, int) or (isinstance(raw, float) and raw.is_integer())
+    if isinstance(raw, bool) or not integral:
+        raise InputError(f"{path}: format_version {raw!r} is not an integer")
+    version = int(raw)
+    if version < 1:
+        raise InputError(f"{path}: format_version {version} is not a valid run-file version")
+    if version > SUPPORTED_FORMAT_VERSION:
+        raise InputError(
+            f"{path}: written with a newer run-file format (format_version {version}); "
+            f"this hpc_fedprune reads up to {SUPPORTED_FORMAT_VERSION}: upgrade it"
+        )
+    return version
+
+
+def _read_metrics(f: h5py.File) -> dict[str, np.ndarray]:
+    if "metrics" not in f:
+        return {}
+    group = f["metrics"]
+    datasets = {
+        k: v for k, v in group.items() if isinstance(v, h5py.Dataset) and len(v.shape) == 1
+    }
+    n = min((ds.shape[0] for ds in datasets.values()), default=0)
+    # Cut to the shortest: a crash between appends leaves some metrics a row ahead.
+    metrics = {k: np.asarray(ds[:n]) for k, ds in datasets.items()}
+    if "round" in metrics:
+        # Put `round` first so that tables built from this dict start with it.
+        metrics = {"round": metrics.pop("round"), **metrics}
+    return metrics
+
+
+def _model_tensor_order(f: h5py.File) -> list[str]:
+    """Parameter names in flat-buffer order, to list layers in model order, not A-Z."""
+    if "model/flat" not in f:
+        return []
+    names = _plain(f["model/flat"].attrs.get("names", []))
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def _ordered(names: list[str], order: list[str]) -> list[str]:
+    rank = {n: i for i, n in enumerate(order)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _tensor_info(path: Path, ds: h5py.Dataset, name: str) -> MaskTensor:
+    shape_attr = ds.attrs.get("shape")
+    numel_attr = ds.attrs.get("numel")
+    if shape_attr is not None:
+        shape = tuple(int(s) for s in np.atleast_1d(_shape_value(shape_attr)))
+    elif numel_attr is not None:
+        shape = (int(numel_attr),)
+    else:
+        raise InputError(f"{path}: mask dataset {ds.name} has neither 'shape' nor 'numel'")
+    numel = int(numel_attr) if numel_attr is not None else math.prod(shape)
+    if math.prod(shape) != numel:
+        raise InputError(f"{path}: mask dataset {ds.name}: shape {shape} does not hold {numel}")
+    t = MaskTensor(name=name, shape=shape, numel=numel)
+    if len(ds.shape) != 2 or ds.shape[1] != t.row_bytes:
+        raise InputError(
+            f"{path}: mask dataset {ds.name} has shape {ds.shape}; expected (records, "
+            f"{t.row_bytes}) for {numel} packed bits"
+        )
+    return t
+
+
+def _shape_value(value: Any) -> Any:
+    # The writer might store the shape as a JSON string instead of an int array.
+    if isinstance(value, (str, bytes)):
+        return json.loads(value)
+    return value
+
+
+def _read_mask_index(
+    path: Path, f: h5py.File, order: list[str]
+) -> tuple[tuple[MaskTensor, ...], np.ndarray]:
+    empty = np.zeros(0, dtype=np.int64)
+    if "masks" not in f or "rounds" not in f["masks"]:
+        return (), empty
+    group = f["masks"]
+    names = [
+        k for k, v in group.items() if isinstance(v, h5py.Dataset) and k not in _MASK_INDEX_NAMES
+    ]
+    tensors = tuple(_tensor_info(path, group[n], n) for n in _ordered(names, order))
+    rounds = np.asarray(group["rounds"][()], dtype=np.int64)
+    # A crash mid-record leaves `rounds` or some tensor a row ahead: use the common length.
+    n = min([len(rounds), *(group[t.name].shape[0] for t in tensors)])
+    return tensors, rounds[:n]
+
+
+def _read_client_mask_index(
+    path: Path, f: h5py.File, order: list[str]
+) -> tuple[tuple[MaskTensor, ...], int]:
+    if "clients/masks" not in f:
+        return (), 0
+    group = f["clients/masks"]
+    if not all(k in group for k in _CLIENT_MASK_INDEX_NAMES):
+        return (), 0
+    names = [
+        k
+        for k, v in group.items()
+        if isinstance(v, h5py.Dataset) and k not in _CLIENT_MASK_INDEX_NAMES
+    ]
+    tensors = tuple(_tensor_info(path, group[n], n) for n in _ordered(names, order))
+    n = min(
+        [group["round"].shape[0], group["client"].shape[0], *(group[t.name].shape[0] for t in tensors)]
+    )
+    return tensors, n

@@ -1,0 +1,342 @@
+"""What a run reached, for how many bytes, in a few numbers and a short text."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpc_fedprune.analysis.masks import OVERALL, ClientAgreement, MaskHistory
+from hpc_fedprune.analysis.runfile import Run
+from hpc_fedprune.analysis.units import format_bytes, format_duration, format_percent
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Which metric measures a run's model, and which way is better.
+
+    Attributes
+    ----------
+    key : str
+        Name of the dataset in ``/metrics`` (``test_accuracy`` or ``test_mae``).
+    label : str
+        Short label for text and axes (``accuracy`` or ``MAE``).
+    higher_is_better : bool
+        True for accuracy, False for errors.
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool
+
+    def fmt(self, value: float) -> str:
+        """Format a value of this metric for text (accuracy as a percentage)."""
+        if not math.isfinite(value):
+            return "n/a"
+        return format_percent(value, 2) if self.key == "test_accuracy" else f"{value:.4g}"
+
+
+ACCURACY = Quality("test_accuracy", "accuracy", True)
+MAE = Quality("test_mae", "MAE", False)
+
+
+def quality_of(run: Run) -> Quality:
+    """The quality metric of a run: accuracy for classification, MAE for regression."""
+    if run.task == "regression" or ("test_mae" in run.metrics and "test_accuracy" not in run.metrics):
+        return MAE
+    return ACCURACY
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The headline numbers of one run.
+
+    Attributes
+    ----------
+    path : str
+        The run file.
+    name : str
+        Short name of the run (its directory).
+    algorithm, dataset, model, task : str
+        What was run.
+    num_clients : int or None
+        Clients in the federation.
+    rounds_done : int
+        Last completed round.
+    rounds_planned : int or None
+        Rounds the config asked for.
+    status : str
+        Raw status attribute (``finished``, ``interrupted``, ``running``, ``failed``).
+    status_text : str
+        The status in words, with the round where it stopped.
+    quality : Quality
+        Which metric `best` and `final` are.
+    best, final : float
+        Best (max accuracy / min MAE) and last evaluated value; NaN if never evaluated.
+    best_round, final_round : int or None
+        Rounds of `best` and `final`.
+    final_sparsity : float
+        Sparsity of the prunable set after the last round.
+    bytes_up, bytes_down : float
+        Total simulated client traffic, all rounds.
+    bytes_dense : float
+        Dense-equivalent traffic in one direction (a dense download is as large as a
+        dense upload, so this serves both).
+    mpi_bytes : float
+        Bytes the MPI ranks actually exchanged.
+    wall_s : float
+        Sum of the rounds' wall-clock times.
+    seed, world_size : int or None
+        Root attributes.
+    version, created : str
+        Program version that wrote the file, and when the run started.
+    format_version : int
+        Run-file layout version.
+    """
+
+    path: str
+    name: str
+    algorithm: str
+    dataset: str
+    model: str
+    task: str
+    num_clients: int | None
+    rounds_done: int
+    rounds_planned: int | None
+    status: str
+    status_text: str
+    quality: Quality
+    best: float
+    best_round: int | None
+    final: float
+    final_round: int | None
+    final_sparsity: float
+    bytes_up: float
+    bytes_down: float
+    bytes_dense: float
+    mpi_bytes: float
+    wall_s: float
+    seed: int | None
+    world_size: int | None
+    version: str
+    created: str
+    format_version: int
+
+    @property
+    def bytes_total(self) -> float:
+        """Uplink plus downlink bytes."""
+        return self.bytes_up + self.bytes_down
+
+    @property
+    def ratio_up(self) -> float:
+        """Uplink bytes over their dense equivalent."""
+        return _ratio(self.bytes_up, self.bytes_dense)
+
+    @property
+    def ratio_down(self) -> float:
+        """Downlink bytes over their dense equivalent."""
+        return _ratio(self.bytes_down, self.bytes_dense)
+
+    @property
+    def ratio_total(self) -> float:
+        """All client traffic over its dense equivalent (dense up + dense down)."""
+        return _ratio(self.bytes_total, 2 * self.bytes_dense)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and math.isfinite(b) else NAN
+
+
+def _total(metrics: dict[str, np.ndarray], key: str) -> float:
+    values = metrics.get(key)
+    return float(np.sum(values, dtype=np.float64)) if values is not None else NAN
+
+
+def status_text(status: str, rounds_done: int, rounds_planned: int | None) -> str:
+    """The run's status in words, e.g. ``"interrupted at round 12"``."""
+    of = f" of {rounds_planned}" if rounds_planned else ""
+    if status == "finished":
+        return "finished"
+    if status == "interrupted":
+        return f"interrupted at round {rounds_done}"
+    if status == "failed":
+        return f"failed after round {rounds_done}"
+    if status == "running":
+        # A killed job (OOM, node failure, kill -9) never gets to change the attribute.
+        return f"running, at round {rounds_done}{of} (or killed, if no job is running)"
+    return f"status {status!r} at round {rounds_done}"
+
+
+def best_and_final(
+    rounds: np.ndarray, values: np.ndarray, higher_is_better: bool
+) -> tuple[float, int | None, float, int | None]:
+    """Best and last evaluated value of a metric, skipping rounds without evaluation (NaN).
+
+    Returns
+    -------
+    best, best_round, final, final_round
+        NaN and None when no round was evaluated. Ties go to the earliest round.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    evaluated = np.flatnonzero(np.isfinite(values))
+    if evaluated.size == 0:
+        return NAN, None, NAN, None
+    v = values[evaluated]
+    pick = evaluated[int(np.argmax(v) if higher_is_better else np.argmin(v))]
+    last = evaluated[-1]
+    return float(values[pick]), int(rounds[pick]), float(values[last]), int(rounds[last])
+
+
+def summarize(run: Run) -> Summary:
+    """The headline numbers of a run, from its metrics (masks are not read).
+
+    Parameters
+    ----------
+    run : Run
+        A loaded run.
+
+    Returns
+    -------
+    Summary
+    """
+    m = run.metrics
+    q = quality_of(run)
+    rounds = m.get("round", np.arange(1, run.num_rounds + 1))
+    if q.key in m:
+        best, best_round, final, final_round = best_and_final(rounds, m[q.key], q.higher_is_better)
+    else:
+        best, best_round, final, final_round = NAN, None, NAN, None
+    sparsity = m.get("sparsity")
+    a = run.attrs
+    return Summary(
+        path=str(run.path),
+        name=run.name,
+        algorithm=run.algorithm,
+        dataset=run.dataset,
+        model=run.model,
+        task=run.task,
+        num_clients=run.num_clients,
+        rounds_done=run.rounds_done,
+        rounds_planned=run.rounds_planned,
+        status=run.status,
+        status_text=status_text(run.status, run.rounds_done, run.rounds_planned),
+        quality=q,
+        best=best,
+        best_round=best_round,
+        final=final,
+        final_round=final_round,
+        final_sparsity=float(sparsity[-1]) if sparsity is not None and len(sparsity) else NAN,
+        bytes_up=_total(m, "bytes_up"),
+        bytes_down=_total(m, "bytes_down"),
+        bytes_dense=_total(m, "bytes_up_dense_equiv"),
+        mpi_bytes=_total(m, "mpi_bytes"),
+        wall_s=_total(m, "wall_s"),
+        seed=_int_or_none(a.get("seed")),
+        world_size=_int_or_none(a.get("world_size")),
+        version=str(a.get("hpc_fedprune_version", "unknown")),
+        created=str(a.get("created", "unknown")),
+        format_version=run.format_version,
+    )
+
+
+def _int_or_none(v: object) -> int | None:
+    try:
+        return int(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def render_summary(
+    s: Summary,
+    masks: MaskHistory | None = None,
+    agreement: list[ClientAgreement] | None = None,
+) -> str:
+    """The summary as aligned text lines, for a terminal.
+
+    Parameters
+    ----------
+    s : Summary
+        From `summarize`.
+    masks : MaskHistory, optional
+        Adds a line on the mask history.
+    agreement : list of ClientAgreement, optional
+        Adds a line on client-mask agreement.
+    """
+    lines: list[tuple[str, str]] = []
+    who = f"{s.algorithm} on {s.dataset} ({s.model})"
+    if s.num_clients is not None:
+        who += f", {s.num_clients} clients"
+    lines.append(("run", s.path))
+    lines.append(("method", who))
+    planned = f" of {s.rounds_planned}" if s.rounds_planned else ""
+    lines.append(("rounds", f"{s.rounds_done}{planned}: {s.status_text}"))
+    q = s.quality
+    better = "" if q.higher_is_better else " (lower is better)"
+    if s.best_round is None:
+        lines.append((q.label, "not evaluated yet"))
+    else:
+        lines.append(
+            (
+                q.label,
+                f"best {q.fmt(s.best)} (round {s.best_round}), "
+                f"final {q.fmt(s.final)} (round {s.final_round}){better}",
+            )
+        )
+    if math.isfinite(s.final_sparsity):
+        lines.append(
+            (
+                "sparsity",
+                f"final {format_percent(s.final_sparsity)} "
+                f"(density {format_percent(1 - s.final_sparsity)})",
+            )
+        )
+    dense = f"dense {format_bytes(s.bytes_dense)}"
+    lines.append(("bytes up", f"{format_bytes(s.bytes_up)} = {_x(s.ratio_up)} {dense}"))
+    lines.append(("bytes down", f"{format_bytes(s.bytes_down)} = {_x(s.ratio_down)} {dense}"))
+    if math.isfinite(s.mpi_bytes):
+        lines.append(("MPI bytes", f"{format_bytes(s.mpi_bytes)} exchanged between ranks"))
+    per_round = (
+        f" ({s.wall_s / s.rounds_done:.3g} s per round)"
+        if s.rounds_done and math.isfinite(s.wall_s)
+        else ""
+    )
+    lines.append(("wall time", f"{format_duration(s.wall_s)}{per_round}"))
+    ranks = f", {s.world_size} ranks" if s.world_size is not None else ""
+    lines.append(("written", f"{s.created} by hpc_fedprune {s.version}; seed {s.seed}{ranks}"))
+    if masks is not None:
+        lines.append(("masks", _masks_line(masks)))
+    if agreement:
+        lines.append(("client masks", _agreement_line(agreement)))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.3g} x" if math.isfinite(ratio) else "n/a x"
+
+
+def _masks_line(h: MaskHistory) -> str:
+    o = h.summaries[OVERALL]
+    span = f"round {o.first_round}" if o.records == 1 else f"rounds {o.first_round}-{o.last_round}"
+    stable = (
+        f"unchanged after round {o.stable_after_round}"
+        if o.stable_after_round is not None
+        else "still changing at the last record"
+    )
+    return (
+        f"{o.records} records ({span}) of {len(h.tensors)} tensors; {stable}; "
+        f"{format_percent(o.ever_regrown_fraction, 2)} of weights ever regrown"
+    )
+
+
+def _agreement_line(rows: list[ClientAgreement]) -> str:
+    overall = [r for r in rows if r.tensor == OVERALL]
+    last = overall[-1]
+    j = f"{last.mean_jaccard:.3f}" if math.isfinite(last.mean_jaccard) else "n/a"
+    return (
+        f"{len(overall)} rounds; last (round {last.round}, {last.clients} clients): "
+        f"mean pairwise Jaccard {j}, kept by all {format_percent(last.kept_by_all_fraction)}"
+    )

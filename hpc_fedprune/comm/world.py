@@ -1,0 +1,162 @@
+"""The MPI world as the rest of the program sees it: ranks, devices, agreement on errors.
+
+This module and its siblings in `comm` are the only code that imports mpi4py. The
+communicator is always an explicit attribute of a `World` (never a module global), so
+tests can run a world on ``COMM_SELF`` or a sub-communicator.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import EXIT_INTERNAL, InputError
+
+
+def _mpi():
+    from mpi4py import MPI
+
+    return MPI
+
+
+@dataclass
+class World:
+    """A communicator with the facts every layer asks about.
+
+    Attributes
+    ----------
+    comm : mpi4py.MPI.Comm
+        The communicator of the run.
+    rank, size : int
+        This rank and the number of ranks.
+    local_rank, local_size : int
+        Rank and size within the node (from a shared-memory split, so it works under
+        mpirun and srun alike).
+    """
+
+    comm: Any
+    rank: int = field(init=False)
+    size: int = field(init=False)
+    local_rank: int = field(init=False)
+    local_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        MPI = _mpi()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        node = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
+        try:
+            self.local_rank = node.Get_rank()
+            self.local_size = node.Get_size()
+        finally:
+            node.Free()
+
+    @classmethod
+    def from_mpi(cls) -> World:
+        """The world of ``MPI.COMM_WORLD``."""
+        return cls(_mpi().COMM_WORLD)
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def agree_on_input_errors(self, error: InputError | None) -> None:
+        """Collective: if any rank hit bad input, raise the same error on every rank.
+
+        Bad input is usually seen by every rank at once (they all read the same config),
+        but a file missing on one node only is seen by some. Rank 0 reports the message of
+        the lowest failing rank, and every rank leaves with exit status 2.
+        """
+        message = None if error is None else str(error)
+        if self.size == 1:
+            if error is not None:
+                raise error
+            return
+        messages = self.comm.allgather(message)
+        first = next((m for m in messages if m is not None), None)
+        if first is not None:
+            raise InputError(first)
+
+    def abort_on_exception(self, exc: BaseException) -> None:
+        """Print the traceback of an internal failure and end the whole job promptly.
+
+        Other ranks may be blocked in a collective waiting for this one; only MPI_Abort
+        releases them, so a crash on one rank never hangs the job.
+        """
+        sys.stderr.write(f"[rank {self.rank}] internal error:\n")
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+        if self.size > 1:
+            self.comm.Abort(EXIT_INTERNAL)
+
+    # Small-object helpers (lowercase mpi4py: pickled Python objects).
+    def gather_objects(self, obj: Any) -> list[Any] | None:
+        if self.size == 1:
+            return [obj]
+        return self.comm.gather(obj, root=0)
+
+    def bcast_object(self, obj: Any) -> Any:
+        if self.size == 1:
+            return obj
+        return self.comm.bcast(obj, root=0)
+
+    def allreduce_max(self, value: float) -> float:
+        if self.size == 1:
+            return value
+        return self.comm.allreduce(value, op=_mpi().MAX)
+
+    def sum_int64(self, values: np.ndarray) -> np.ndarray:
+        """Exact element-wise sum of int64 arrays over all ranks, result on every rank."""
+        if self.size == 1:
+            return values.copy()
+        out = np.empty_like(values)
+        self.comm.Allreduce(values, out, op=_mpi().SUM)
+        return out
+
+
+def pick_device(preference: str, local_rank: int) -> str:
+    """The torch device of this rank: node-local rank modulo the visible GPUs, else CPU.
+
+    Parameters
+    ----------
+    preference : {'auto', 'cpu', 'cuda'}
+        ``cuda`` without a GPU is an `InputError`; ``auto`` falls back to the CPU.
+    local_rank : int
+        Rank within the node.
+    """
+    import torch
+
+    if preference == "cpu":
+        return "cpu"
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_gpus == 0:
+        if preference == "cuda":
+            raise InputError("runtime.device is cuda but no GPU is visible on this node")
+        return "cpu"
+    return f"cuda:{local_rank % n_gpus}"
+
+
+def limit_threads(threads: int) -> None:
+    """One (or a few) torch threads per rank: ranks sharing cores must not oversubscribe them."""
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    torch.set_num_threads(threads)
+
+
+def bcast_array(world: World, array: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """Broadcast a numpy array from rank 0 (other ranks pass None and get a new array)."""
+    if world.size == 1:
+        assert array is not None
+        return array
+    buf = np.ascontiguousarray(array) if world.is_root else np.empty(shape, dtype=dtype)
+    world.comm.Bcast(buf, root=0)
+    return buf

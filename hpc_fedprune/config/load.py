@@ -1,0 +1,243 @@
+"""YAML and ``key.sub=value`` overrides into the frozen `Config`, checked once.
+
+Every error is an `InputError` with one line naming the key's full path, what was
+expected, and for unknown keys the closest valid name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InputError
+from .schema import Config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or none: the quick start), apply overrides, and validate.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        YAML file. Without it every key takes its default.
+    overrides : list of str
+        ``key.sub=value`` strings; values are parsed as YAML (``0.5``, ``[1, 2]``, ``null``).
+
+    Returns
+    -------
+    Config
+
+    Raises
+    ------
+    InputError
+        Unreadable file, bad YAML, unknown key, wrong type or value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(raw, key, value)
+    config = build(Config, raw, "")
+    check_consistency(config)
+    return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file, or an InputError that says what is wrong with it."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise InputError(f"config file {p}: {problem}{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"config file {p}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``a.b=value`` and parse the value as YAML."""
+    if "=" not in text:
+        raise InputError(f"override {text!r} is not of the form key.sub=value")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise InputError(f"override {text!r} has no key")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else ""
+    except yaml.YAMLError:
+        value = value_text
+    return key, value
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree[a][b] = value`` for ``key == 'a.b'``, creating sections as needed."""
+    parts = key.split(".")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise InputError(f"override {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, checking names, types and ranges."""
+    where = prefix.rstrip(".") or "the config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: expected a section (mapping), got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            raise InputError(unknown_key_message(prefix + str(key), str(key), list(fields)))
+    values = {}
+    for name, field in fields.items():
+        path = prefix + name
+        if field.metadata.get("section"):
+            values[name] = build(hints[name], raw.get(name), path + ".")
+        elif name in raw:
+            values[name] = check_value(path, raw[name], hints[name], field.metadata)
+    return cls(**values)
+
+
+def unknown_key_message(path: str, key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    return f"unknown config key '{path}'{hint}"
+
+
+def check_value(path: str, value: Any, hint: Any, meta: dict) -> Any:
+    """Coerce ``value`` to the field's type and check its choices and range."""
+    value = coerce(path, value, hint)
+    choices = meta.get("choices")
+    if choices and value is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint_text = f"; did you mean '{close[0]}'?" if close else ""
+        raise InputError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint_text}")
+    lo, hi = meta.get("min"), meta.get("max")
+    numbers = value if isinstance(value, tuple) else (value,)
+    for v in numbers:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if lo is not None and (v < lo or (meta.get("min_exclusive") and v == lo)):
+                relation = ">" if meta.get("min_exclusive") else ">="
+                raise InputError(f"{path}: {v!r} is out of range (expected {relation} {lo})")
+            if hi is not None and v > hi:
+                raise InputError(f"{path}: {v!r} is out of range (expected <= {hi})")
+    return value
+
+
+def coerce(path: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against a type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return coerce(path, value, args[0])
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{path}: expected a list, got {value!r}")
+        return tuple(coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"{path}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise InputError(f"{path}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise InputError(f"{path}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise InputError(f"{path}: expected a string, got {value!r}")
+    return value
+
+
+def check_consistency(config: Config) -> None:
+    """Checks that involve several keys."""
+    fed, part = config.federation, config.partition
+    cohort = fed.clients_per_round
+    if cohort == 0 and fed.fraction == 0.0:
+        raise InputError("federation: set clients_per_round > 0 or fraction > 0")
+    if cohort > part.num_clients:
+        raise InputError(
+            f"federation.clients_per_round: {cohort} is larger than partition.num_clients "
+            f"({part.num_clients})"
+        )
+    if part.scheme == "quantity_skew" and part.sizes is not None and len(part.sizes) != part.num_clients:
+        raise InputError(
+            f"partition.sizes: {len(part.sizes)} sizes given for {part.num_clients} clients"
+        )
+    if config.data.name in ("npz", "hdf5") and not config.data.path:
+        raise InputError(f"data.path: the {config.data.name} loader needs a file path")
+
+
+def cohort_size(config: Config) -> int:
+    """Clients per round: the count, or the fraction of all clients (at least one)."""
+    fed = config.federation
+    if fed.clients_per_round > 0:
+        return fed.clients_per_round
+    return max(1, int(round(fed.fraction * config.partition.num_clients)))
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples as lists), for YAML and the run file."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML text; loading it gives the same config back."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def describe_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """(full key, default, meaning) for every key, in declaration order."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("section"):
+            rows.extend(describe_keys(hints[f.name], prefix + f.name + "."))
+            continue
+        default = f.default
+        text = f.metadata.get("help", "")
+        if f.metadata.get("choices"):
+            text += f" ({' | '.join(map(str, f.metadata['choices']))})"
+        rows.append((prefix + f.name, list(default) if isinstance(default, tuple) else default, text))
+    return rows

@@ -1,0 +1,170 @@
+"""The typed, frozen, nested configuration of one run.
+
+One dataclass per component. Every key has a default, so an empty YAML file is the
+built-in quick start. ``python -m hpc_fedprune config show`` prints the resolved config
+and ``config keys`` lists every key with its meaning; the README's table is generated
+from the same help texts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fields import option, section
+
+DATASETS = (
+    "synthetic",
+    "synthetic_volumes",
+    "fashion_mnist",
+    "mnist",
+    "cifar10",
+    "cifar100",
+    "npz",
+    "hdf5",
+)
+MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
+ALGORITHMS = ("fedavg", "fedprox", "fedsparsify")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = option("synthetic", "data set loader", choices=DATASETS)
+    root: str | None = option(None, "folder holding the data set files (real data sets)")
+    path: str | None = option(None, "file for the npz / hdf5 loaders (arrays x_train, y_train, ...)")
+    num_train: int = option(2000, "synthetic: training samples", min=1)
+    num_test: int = option(500, "synthetic: test samples", min=1)
+    num_classes: int = option(10, "synthetic: classes", min=2)
+    shape: tuple[int, ...] = option((1, 28, 28), "synthetic: sample shape (C, H, W) or (C, D, H, W)")
+    noise: float = option(1.0, "synthetic: noise level (higher is harder)", min=0.0)
+    test_fraction: float = option(
+        0.2, "npz / hdf5 with only x, y: fraction held out as test set", min=0.0, max=0.9
+    )
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    scheme: str = option(
+        "dirichlet",
+        "how samples are split over clients",
+        choices=("iid", "iid_balanced", "dirichlet", "shards", "quantity_skew"),
+    )
+    num_clients: int = option(20, "number of simulated clients", min=1)
+    alpha: float = option(0.5, "dirichlet: concentration (small = strongly non-IID)", min=0.0, min_exclusive=True)
+    min_size: int = option(10, "dirichlet: minimum samples per client", min=0)
+    classes_per_client: int = option(2, "shards: classes (shards) per client", min=1)
+    power: float = option(1.5, "quantity_skew: power-law exponent of client sizes", min=0.0)
+    sizes: tuple[float, ...] | None = option(None, "quantity_skew: explicit relative client sizes")
+    bins: int = option(10, "regression targets: quantile bins used as labels", min=2)
+    local_test_fraction: float = option(
+        0.0, "fraction of each client's data kept as its local test split", min=0.0, max=0.9
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = option("small_cnn", "network", choices=MODELS)
+    hidden: tuple[int, ...] = option((128, 128), "mlp: hidden layer widths")
+    norm: str = option("batch", "resnet18_cifar: normalisation layers", choices=("batch", "group"))
+    width: int = option(8, "cnn3d: channels of the first block (the paper uses 32)", min=1)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    optimizer: str = option("sgd", "client optimiser", choices=("sgd", "adam"))
+    lr: float = option(0.05, "client learning rate in round 1", min=0.0, min_exclusive=True)
+    lr_decay: float = option(1.0, "per-round factor: lr_t = lr * lr_decay**(t-1)", min=0.0, max=1.0)
+    momentum: float = option(0.0, "sgd momentum (reset for every client and round)", min=0.0, max=1.0)
+    weight_decay: float = option(0.0, "L2 weight decay of the optimiser", min=0.0)
+    local_epochs: int = option(1, "local epochs per round (ignored when local_steps > 0)", min=1)
+    local_steps: int = option(0, "local optimiser steps per round (0: use local_epochs)", min=0)
+    batch_size: int = option(32, "local mini-batch size", min=1)
+    drop_last: bool = option(False, "drop each epoch's last incomplete batch")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    rounds: int = option(5, "communication rounds", min=1)
+    clients_per_round: int = option(10, "clients sampled each round (0: use fraction)", min=0)
+    fraction: float = option(0.0, "fraction of clients sampled each round (when clients_per_round is 0)", min=0.0, max=1.0)
+    server_lr: float = option(1.0, "server learning rate applied to the mean update", min=0.0, min_exclusive=True)
+    server_momentum: float = option(0.0, "server momentum (FedAvgM); 0 is plain FedAvg", min=0.0, max=1.0)
+    eval_every: int = option(1, "evaluate the global model every k rounds (and always at the end)", min=1)
+    eval_local: bool = option(False, "also report the mean accuracy over clients' local test splits")
+    eval_batch_size: int = option(1000, "batch size for evaluation", min=1)
+
+
+@dataclass(frozen=True)
+class FedProxConfig:
+    mu: float = option(0.01, "proximal coefficient: loss + mu/2 * ||w - w_global||^2", min=0.0)
+
+
+@dataclass(frozen=True)
+class FedSparsifyConfig:
+    variant: str = option("global", "where pruning happens", choices=("global", "local"))
+    merge: str = option(
+        "auto",
+        "merge operator (auto: fedavg for global, majority_vote for local)",
+        choices=("auto", "fedavg", "nnz_average", "majority_vote", "majority_vote_nnz"),
+    )
+    schedule: str = option("cubic", "sparsity schedule", choices=("cubic", "multiplicative", "constant"))
+    final_sparsity: float = option(0.9, "target sparsity of the prunable set", min=0.0, max=1.0)
+    initial_sparsity: float = option(0.0, "cubic: sparsity at the start round", min=0.0, max=1.0)
+    start_round: int = option(1, "pruning starts after this round (t0)", min=0)
+    end_round: int = option(0, "cubic: round that reaches final_sparsity (0: the last round)", min=0)
+    frequency: int = option(1, "prune every f rounds", min=1)
+    rate: float = option(0.05, "multiplicative: fraction of remaining weights pruned each time", min=0.0, max=1.0)
+    prunable: str = option(
+        "all_trainable",
+        "prunable set preset",
+        choices=("all_trainable", "conv_linear_weights", "all_params"),
+    )
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    name: str = option("fedavg", "federated method", choices=ALGORITHMS)
+    fedprox: FedProxConfig = section(FedProxConfig, "FedProx settings")
+    fedsparsify: FedSparsifyConfig = section(FedSparsifyConfig, "FedSparsify settings")
+
+
+@dataclass(frozen=True)
+class CommConfig:
+    reduce: str = option(
+        "auto",
+        "how ranks sum client updates",
+        choices=("auto", "dense", "op", "gatherv", "union"),
+    )
+    value_dtype: str = option(
+        "float32",
+        "simulated wire precision of uploaded values (bytes only; training stays float32)",
+        choices=("float32", "float16", "bfloat16"),
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str | None = option(None, "run directory (default runs/<name>-<timestamp>)")
+    name: str = option("quickstart", "experiment name, used in the default run directory")
+    progress: bool = option(True, "print one progress line per round on rank 0")
+    record_masks: bool = option(True, "write the global mask to /masks whenever it changes")
+    record_client_masks: bool = option(True, "write client-local masks to /clients/masks")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    seed: int = option(0, "seed of every random decision (data, partition, cohorts, training)", min=0)
+    device: str = option("auto", "auto: node-local rank to GPU, CPU when there is none", choices=("auto", "cpu", "cuda"))
+    threads: int = option(1, "torch threads per rank", min=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = section(DataConfig, "data set")
+    partition: PartitionConfig = section(PartitionConfig, "split over clients")
+    model: ModelConfig = section(ModelConfig, "network")
+    training: TrainingConfig = section(TrainingConfig, "local training on each client")
+    federation: FederationConfig = section(FederationConfig, "rounds, cohorts, server step, evaluation")
+    algorithm: AlgorithmConfig = section(AlgorithmConfig, "federated method and its settings")
+    comm: CommConfig = section(CommConfig, "communication")
+    output: OutputConfig = section(OutputConfig, "run directory and records")
+    runtime: RuntimeConfig = section(RuntimeConfig, "seed, devices, threads")

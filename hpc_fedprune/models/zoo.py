@@ -1,0 +1,169 @@
+"""The model registry: build any zoo network by name, with a seeded, device-independent init.
+
+``build_model(name, input_shape, num_classes, seed=...)`` constructs the network on the
+``meta`` device (so construction draws nothing from torch's global generator and allocates
+nothing), materialises it on the CPU and writes every tensor from
+``torch_generator(seed, Stream.MODEL_INIT)``. The same seed gives bit-identical weights on
+every rank and machine; move it with `FlatModel` afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..rng import Stream, torch_generator
+from . import nets
+from .init import INIT_SCHEMES, init_weights_
+
+__all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "model_options"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry.
+
+    Attributes
+    ----------
+    cls : type
+        The network class (takes ``input_shape, num_outputs, *, regression, **options``).
+    input_rank : int or None
+        Number of dimensions of one sample (3 for ``(C, H, W)``, 4 for ``(C, D, H, W)``),
+        ``None`` for any (the MLP flattens).
+    init : str
+        Default init scheme (see `init_weights_`), chosen to match the source papers' code.
+    default_input : tuple of int
+        The input shape the model is usually run with (used by tests and examples).
+    """
+
+    cls: type[nn.Module]
+    input_rank: int | None
+    init: str
+    default_input: tuple[int, ...]
+
+
+_REGISTRY: dict[str, ModelSpec] = {
+    # FedSparsify's Keras models: Glorot uniform.
+    "mlp": ModelSpec(nets.MLP, None, "glorot", (1, 28, 28)),
+    # FedDIP's PyTorch models: PyTorch's default init.
+    "lenet5": ModelSpec(nets.LeNet5, 3, "torch", (1, 28, 28)),
+    # AutoFLIP's TwoCNN: xavier.
+    "cnn": ModelSpec(nets.CNN, 3, "glorot", (1, 28, 28)),
+    "small_cnn": ModelSpec(nets.SmallCNN, 3, "torch", (3, 32, 32)),
+    "alexnet_cifar": ModelSpec(nets.AlexNetCIFAR, 3, "torch", (3, 32, 32)),
+    "resnet18_cifar": ModelSpec(nets.ResNet18CIFAR, 3, "torch", (3, 32, 32)),
+    "vgg11": ModelSpec(nets.VGG11, 3, "torch", (3, 32, 32)),
+    "cnn3d": ModelSpec(nets.CNN3D, 4, "glorot", (1, 91, 109, 91)),
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def _spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(
+            f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}"
+        ) from None
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The options a model accepts, with their defaults.
+
+    Parameters
+    ----------
+    name : str
+        A name from `MODEL_NAMES`.
+
+    Returns
+    -------
+    dict
+        Option name -> default value (``init`` included).
+    """
+    sig = inspect.signature(_spec(name).cls.__init__)
+    options = {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "regression"
+    }
+    options["init"] = _spec(name).init
+    return options
+
+
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    seed: int,
+    init: str | None = None,
+    **options: object,
+) -> nn.Module:
+    """Build a zoo network with a seeded initialisation, on the CPU.
+
+    Parameters
+    ----------
+    name : str
+        One of `MODEL_NAMES`: ``mlp``, ``lenet5``, ``cnn``, ``small_cnn``, ``alexnet_cifar``,
+        ``resnet18_cifar``, ``vgg11``, ``cnn3d``.
+    input_shape : sequence of int
+        Shape of one sample without the batch dimension: ``(C, H, W)`` for the 2-D nets,
+        ``(C, D, H, W)`` for ``cnn3d``, anything for ``mlp``.
+    num_classes : int
+        Number of classes; 0 means regression (one output, squeezed to ``(batch,)``).
+    seed : int
+        The run's seed; weights come from ``torch_generator(seed, Stream.MODEL_INIT)``.
+    init : {'torch', 'glorot', 'kaiming'}, optional
+        Override the model's default init scheme.
+    **options
+        Model options, see `model_options` (e.g. ``hidden=[128, 128]`` for ``mlp``,
+        ``norm='group'`` for ``resnet18_cifar``, ``width=0.25`` for ``cnn3d``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network in training mode, on the CPU, float32.
+
+    Raises
+    ------
+    InputError
+        Unknown name, unknown option, bad init scheme, or an input shape the model cannot
+        take (wrong rank, too small).
+    """
+    spec = _spec(name)
+    shape = tuple(int(d) for d in input_shape)
+    if not shape or any(d <= 0 for d in shape):
+        raise InputError(f"model {name!r}: input shape must be positive sizes, got {shape}")
+    if spec.input_rank is not None and len(shape) != spec.input_rank:
+        raise InputError(
+            f"model {name!r} takes inputs of {spec.input_rank} dimensions "
+            f"(e.g. {spec.default_input}), got {shape}"
+        )
+    if int(num_classes) != num_classes or num_classes < 0:
+        raise InputError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    allowed = model_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InputError(
+            f"model {name!r} has no option(s) {', '.join(unknown)}; "
+            f"options: {', '.join(sorted(allowed))}"
+        )
+    scheme = spec.init if init is None else init
+    if scheme not in INIT_SCHEMES:
+        raise InputError(f"unknown init {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
+
+    regression = int(num_classes) == 0
+    with torch.device("meta"):
+        model = spec.cls(shape, max(int(num_classes), 1), regression=regression, **options)
+    model = model.to_empty(device="cpu")
+    init_weights_(model, torch_generator(seed, Stream.MODEL_INIT), scheme)
+    post_init = getattr(model, "post_init_", None)
+    if post_init is not None:
+        post_init()
+    return model.train()

@@ -1,0 +1,62 @@
+"""Exact pre-aggregation of client contributions inside a rank (fixed point, on device).
+
+Each contribution is quantised once to int64 fixed point (see `hpc_fedprune.comm.exact`)
+on the rank's device and added to the rank's integer accumulator. Integer sums do not
+depend on order, so neither the schedule nor the number of ranks changes a single bit of
+the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..comm.exact import LIMIT, ExactRangeError
+
+
+class ExactAccumulator:
+    """Per-rank int64 sums of named channels.
+
+    Parameters
+    ----------
+    channel_bits : dict
+        ``name -> fractional bits`` of every channel the algorithm uploads; all ranks
+        declare the same channels, so the reduction has the same shape everywhere.
+    numel : int
+        Length of each channel (the flat model).
+    cohort_size : int
+        Contributions summed per channel over all ranks (for the range check).
+    device : torch.device or str
+    """
+
+    def __init__(self, channel_bits: dict[str, int], numel: int, cohort_size: int, device) -> None:
+        self.bits = dict(sorted(channel_bits.items()))
+        self.numel = numel
+        self.bound = LIMIT / max(cohort_size, 1)
+        self.sums = {name: torch.zeros(numel, dtype=torch.int64, device=device) for name in self.bits}
+
+    def add(self, channels: dict[str, torch.Tensor]) -> None:
+        """Quantise and add one client's channels (float64 tensors)."""
+        for name, values in channels.items():
+            scaled = values.to(torch.float64) * float(2 ** self.bits[name])
+            peak = float(scaled.abs().max()) if scaled.numel() else 0.0
+            if not np.isfinite(peak):
+                raise ExactRangeError("a client update holds NaN or infinity: training diverged")
+            if peak >= self.bound:
+                raise ExactRangeError(
+                    f"channel {name!r}: a client contribution of {peak / 2 ** self.bits[name]:.3g} "
+                    "exceeds the exact accumulator's range"
+                )
+            self.sums[name].add_(torch.round(scaled).to(torch.int64))
+
+    def packed(self) -> np.ndarray:
+        """All channels as one int64 host vector (channel order: sorted names)."""
+        return torch.cat([self.sums[name] for name in self.bits]).cpu().numpy()
+
+    def unpack(self, total: np.ndarray, device) -> dict[str, torch.Tensor]:
+        """Split a reduced vector back into float64 channels on ``device``."""
+        out = {}
+        for i, (name, bits) in enumerate(self.bits.items()):
+            part = total[i * self.numel : (i + 1) * self.numel]
+            out[name] = torch.from_numpy(part.astype(np.float64) / float(2**bits)).to(device)
+        return out

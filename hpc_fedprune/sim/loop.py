@@ -1,0 +1,244 @@
+"""The round loop: one narrated loop for every method and every world size.
+
+    cohort   = sample(seed, round)                    same on every rank
+    mine     = schedule(cohort, rank)                 balanced by client size
+    for c in mine:                                    one model object, loaded in place
+        train c from the global model                 algorithm hooks: mask, penalty
+        upload = algorithm.upload(...)                bytes counted from the encoding
+        rank_sums += exact(upload.channels)           int64 fixed point, order-free
+    sums = reduce(rank_sums) to rank 0                one collective per round
+    rank 0: global = algorithm.server_step(sums)      server update, server pruning
+    broadcast global weights and mask                 every rank holds the same bits
+    evaluate every k rounds; rank 0 writes the round to run.h5 and metrics.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..algorithms.base import GlobalModel, RoundContext
+from ..comm.world import World
+from ..config import Config, to_yaml
+from ..store import RunFile
+from . import accounting
+from .accumulate import ExactAccumulator
+from .cohort import sample_cohort, schedule_cohort
+from .evaluate import evaluate
+from .setup import Setup, to_device
+from .train import LocalTrainer
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports to the command line (meaningful on rank 0)."""
+
+    out_dir: Path
+    rounds: int
+    metrics: dict[str, float]
+
+
+def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> RunResult:
+    """Run every round of an experiment whose pieces are built; rank 0 writes ``out_dir``."""
+    fed = config.federation
+    seed = config.runtime.seed
+    device = setup.device
+    ds = setup.dataset
+    model, algorithm = setup.model, setup.algorithm
+    x_train, y_train = to_device(ds.x_train, device), to_device(ds.y_train, device)
+    x_test, y_test = to_device(ds.x_test, device), to_device(ds.y_test, device)
+    trainer = LocalTrainer(model, config, ds.task, x_train, y_train)
+    metric_name = "test_accuracy" if ds.task == "classification" else "test_mae"
+
+    weights = model.flat.detach().clone()
+    current = GlobalModel(weights, algorithm.initial_mask(weights))
+    if current.mask is not None:
+        current.weights.mul_(current.mask)
+
+    runfile = RunFile(out_dir / "run.h5") if world.is_root else None
+    if world.is_root:
+        create_outputs(config, world, setup, runfile, out_dir, metric_name)
+    start_time = time.perf_counter()
+    last: dict[str, float] = {}
+    for rnd in range(1, fed.rounds + 1):
+        t_round = time.perf_counter()
+        cohort = sample_cohort(seed, rnd, config.partition.num_clients, setup.cohort_size)
+        mine = schedule_cohort(cohort, setup.sizes, world.size)[world.rank]
+        ctx = RoundContext(
+            round=rnd,
+            rounds=fed.rounds,
+            seed=seed,
+            lr=config.training.lr * config.training.lr_decay ** (rnd - 1),
+            cohort_samples=int(setup.sizes[cohort].sum()),
+            cohort_size=len(cohort),
+        )
+        sums = ExactAccumulator(algorithm.channel_bits, model.numel, len(cohort), device)
+        records = []
+        for client in mine.tolist():
+            result = trainer.train(
+                client=client,
+                round_index=rnd,
+                indices=setup.train_parts[client],
+                start=current.weights,
+                mask=algorithm.train_mask(ctx, current, client),
+                lr=ctx.lr,
+                algorithm=algorithm,
+            )
+            local = model.flat
+            local_mask = algorithm.finish_local(ctx, current, local, client)
+            upload = algorithm.upload(ctx, current, local, local_mask, result.samples)
+            up_bytes, up_values = accounting.upload_bytes(upload, config.comm.value_dtype)
+            sums.add(upload.channels)
+            records.append((client, result.loss, result.samples, up_bytes, up_values,
+                            local_mask_record(model, algorithm, local_mask, config)))
+        total, mpi_bytes = accounting.reduce_to_root(world, sums.packed())
+        gathered = world.gather_objects(records)
+
+        # Server step on rank 0, then every rank receives the new global model.
+        if world.is_root:
+            merged = sums.unpack(total, device)
+            current = algorithm.server_step(ctx, merged, current)
+        current, bcast_bytes = accounting.broadcast_model(world, current, device)
+
+        if rnd % fed.eval_every == 0 or rnd == fed.rounds:
+            model.load_(current.weights)
+            scores = evaluate(model, x_test, y_test, task=ds.task, batch_size=fed.eval_batch_size, world=world)
+            local_acc = evaluate_local(config, setup, model, x_train, y_train, world)
+        else:
+            scores, local_acc = {}, None
+        if world.is_root:
+            rows = sorted((r for part in gathered for r in part), key=lambda r: r[0])
+            last = round_metrics(rnd, rows, scores, local_acc, current, setup, config, ds.task,
+                                 mpi_bytes + bcast_bytes, time.perf_counter() - t_round)
+            last.update(algorithm.metrics())
+            write_round(runfile, out_dir, rnd, last, rows, current, setup, algorithm, config)
+            if config.output.progress:
+                print(progress_line(rnd, fed.rounds, last, metric_name, time.perf_counter() - start_time), flush=True)
+    if world.is_root:
+        runfile.write_model(current.weights.cpu().numpy(),
+                            None if current.mask is None else current.mask.cpu().numpy())
+        runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
+    return RunResult(out_dir, fed.rounds, last)
+
+
+def local_mask_record(model, algorithm, local_mask, config):
+    """The client's local mask per prunable tensor, when the run records client masks."""
+    if local_mask is None or not config.output.record_client_masks:
+        return None
+    return tensor_masks(model, algorithm.prunable, local_mask)
+
+
+def tensor_masks(model, prunable: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
+    """Split a flat bool mask into the prunable tensors' masks (host numpy, tensor shapes)."""
+    host_mask = mask.cpu().numpy()
+    host_prunable = prunable.cpu().numpy()
+    out = {}
+    for info in model.layout:
+        if host_prunable[info.offset : info.offset + info.numel].any():
+            out[info.name] = host_mask[info.offset : info.offset + info.numel].reshape(info.shape)
+    return out
+
+
+def evaluate_local(config, setup, model, x_train, y_train, world):
+    """Mean accuracy over clients' local test splits (FedDIP's non-IID metric), if asked."""
+    if not config.federation.eval_local or setup.test_parts is None:
+        return None
+    values = []
+    for part in setup.test_parts:
+        if len(part):
+            s = evaluate(model, x_train, y_train, task=setup.dataset.task,
+                         batch_size=config.federation.eval_batch_size, world=world, indices=part)
+            values.append(s.get("accuracy", s.get("mae")))
+    return float(np.mean(values)) if values else None
+
+
+def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mpi_bytes, wall_s):
+    """One row of /metrics from the gathered client records (sorted by client id)."""
+    samples = np.array([r[2] for r in rows], dtype=np.float64)
+    losses = np.array([r[1] for r in rows], dtype=np.float64)
+    numel = setup.model.numel
+    sparsity = accounting.sparsity(current, setup.algorithm.prunable)
+    down = accounting.download_bytes(current, config.comm.value_dtype) * len(rows)
+    metrics = {
+        "round": rnd,
+        ("test_accuracy" if task == "classification" else "test_mae"): scores.get(
+            "accuracy", scores.get("mae", float("nan"))),
+        "test_loss": scores.get("loss", float("nan")),
+        "train_loss": float((samples * losses).sum() / samples.sum()),
+        "sparsity": sparsity,
+        "density": 1.0 - sparsity,
+        "bytes_up": float(sum(r[3] for r in rows)),
+        "bytes_down": float(down),
+        "bytes_up_dense_equiv": float(4 * numel * len(rows)),
+        "bytes_up_values_only": float(sum(r[4] for r in rows)),
+        "mpi_bytes": float(mpi_bytes),
+        "clients": len(rows),
+        "wall_s": wall_s,
+    }
+    if config.federation.eval_local:
+        metrics["local_test_accuracy"] = float("nan") if local_acc is None else local_acc
+    return metrics
+
+
+def create_outputs(config, world, setup, runfile, out_dir, metric_name):
+    """Rank 0: the run directory, config.yaml and the new run file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(to_yaml(config))
+    (out_dir / "metrics.jsonl").write_text("")
+    ds = setup.dataset
+    runfile.create(
+        attrs={
+            "config": to_yaml(config),
+            "seed": config.runtime.seed,
+            "world_size": world.size,
+            "algorithm": setup.algorithm.name,
+            "dataset": ds.name,
+            "model": config.model.name,
+            "task": ds.task,
+            "num_clients": config.partition.num_clients,
+            "rounds_planned": config.federation.rounds,
+            "device": setup.device,
+        },
+        layout=setup.model.layout,
+        prunable=setup.algorithm.prunable.cpu().numpy(),
+        partition={k: np.asarray(v) for k, v in setup.stats.items()},
+    )
+
+
+def write_round(runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config):
+    """Rank 0: append the round to run.h5 and metrics.jsonl."""
+    mask_record = None
+    if algorithm.prunes and config.output.record_masks and current.mask is not None:
+        if getattr(algorithm, "mask_changed", True) or rnd == 1:
+            mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
+    uplink = (np.full(len(rows), rnd), np.array([r[0] for r in rows]), np.array([r[3] for r in rows]))
+    client_masks = [(rnd, r[0], r[5]) for r in rows if r[5] is not None]
+    runfile.append_round(metrics, mask_record=mask_record, uplink=uplink, client_masks=client_masks)
+    with open(out_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({k: (None if isinstance(v, float) and np.isnan(v) else v)
+                             for k, v in metrics.items()}) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def progress_line(rnd, rounds, m, metric_name, elapsed):
+    """One line per round on rank 0: round, score, loss, bytes, speed, ETA."""
+    score = m[metric_name]
+    label = "acc" if metric_name == "test_accuracy" else "mae"
+    score_text = "  -   " if np.isnan(score) else f"{score:.4f}"
+    per_round = elapsed / rnd
+    eta = per_round * (rounds - rnd)
+    return (f"round {rnd}/{rounds}  {label} {score_text}  train_loss {m['train_loss']:.4f}  "
+            f"sparsity {m['sparsity']:.3f}  up {human_bytes(m['bytes_up'])}  "
+            f"down {human_bytes(m['bytes_down'])}  {m['wall_s']:.2f} s/round  ETA {eta:.0f} s")

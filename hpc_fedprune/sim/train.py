@@ -1,0 +1,140 @@
+"""Local training of one client on the rank's one model object.
+
+The rank builds one model and one optimiser and reuses them for every client: weights
+are loaded in place, the optimiser state is cleared, and batches are index slices of
+tensors that already live on the rank's device (no DataLoader, no per-client objects).
+
+The optimiser works on ONE flat parameter: the model's parameters are views into the
+prefix of the flat buffer (buffers such as BatchNorm statistics follow them), so a step,
+a mask and a penalty gradient are each a single vector operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..rng import Stream, derived_seed, numpy_rng
+
+
+@dataclass
+class ClientResult:
+    """What local training reports: mean training loss and the work done."""
+
+    loss: float
+    steps: int
+    samples: int
+
+
+class LocalTrainer:
+    """Trains clients one after another on one model.
+
+    Parameters
+    ----------
+    flat_model : hpc_fedprune.models.FlatModel
+        The rank's model; parameters first in its flat buffer.
+    config : Config
+        Resolved run config (training section and task).
+    task : {'classification', 'regression'}
+    x_train, y_train : torch.Tensor
+        The whole training set, already on the rank's device.
+    """
+
+    def __init__(self, flat_model, config: Config, task: str, x_train: torch.Tensor, y_train: torch.Tensor) -> None:
+        self.model = flat_model
+        self.config = config
+        self.task = task
+        self.x = x_train
+        self.y = y_train
+        n_params = flat_model.num_params
+        self.params = torch.nn.Parameter(flat_model.flat[:n_params], requires_grad=False)
+        self.params.grad = flat_model.grad[:n_params]
+        self.optimizer = self._make_optimizer()
+        self.mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        t = self.config.training
+        if t.optimizer == "adam":
+            return torch.optim.Adam([self.params], lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD([self.params], lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+    def _float_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask as float32, cached while the same mask object is in use."""
+        if self.mask_cache is None or self.mask_cache[0] is not mask:
+            self.mask_cache = (mask, mask.to(torch.float32))
+        return self.mask_cache[1]
+
+    def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return F.cross_entropy(output, target)
+        return F.mse_loss(output.reshape(-1), target)
+
+    def train(
+        self,
+        *,
+        client: int,
+        round_index: int,
+        indices: np.ndarray,
+        start: torch.Tensor,
+        mask: torch.Tensor | None,
+        lr: float,
+        algorithm,
+    ) -> ClientResult:
+        """Train one client from ``start``; the result stays in the model's flat buffer.
+
+        Batch order comes from (seed, round, client), and dropout draws from a generator
+        forked and seeded from the same key, so a client's training is identical on
+        whatever rank runs it.
+        """
+        t = self.config.training
+        seed = self.config.runtime.seed
+        fm = self.model
+        fm.load_(start)
+        fmask = None
+        if mask is not None:
+            fmask = self._float_mask(mask)
+            fm.flat.mul_(fmask)
+        self.optimizer.state.clear()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        rng = numpy_rng(seed, Stream.CLIENT, round_index, client)
+        n = len(indices)
+        batch = min(t.batch_size, n)
+        idx_all = torch.as_tensor(indices, device=self.x.device)
+        fm.module.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.x.device)
+        seen = 0
+        steps = 0
+        target_steps = t.local_steps if t.local_steps > 0 else None
+        devices = [self.x.device] if self.x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derived_seed(seed, Stream.CLIENT, round_index, client))
+            epoch = 0
+            while True:
+                order = torch.as_tensor(rng.permutation(n), device=self.x.device)
+                stop = n - (n % batch) if (t.drop_last and n >= batch) else n
+                for lo in range(0, stop, batch):
+                    sel = idx_all[order[lo : lo + batch]]
+                    xb, yb = self.x[sel], self.y[sel]
+                    fm.grad.zero_()
+                    loss = self.loss_fn(fm.module(xb), yb)
+                    loss.backward()
+                    algorithm.add_penalty_grad(self.params.data, self.params.grad, start[: fm.num_params])
+                    self.optimizer.step()
+                    if fmask is not None:
+                        fm.flat.mul_(fmask)
+                    loss_sum += loss.detach().double() * len(sel)
+                    seen += len(sel)
+                    steps += 1
+                    if target_steps is not None and steps >= target_steps:
+                        break
+                epoch += 1
+                if target_steps is None and epoch >= t.local_epochs:
+                    break
+                if target_steps is not None and steps >= target_steps:
+                    break
+        return ClientResult(loss=float(loss_sum) / max(seen, 1), steps=steps, samples=n)

@@ -1,0 +1,5 @@
+"""The HDF5 run file: written by rank 0, readable with plain h5py."""
+
+from .runfile import FORMAT_VERSION, RunFile
+
+__all__ = ["FORMAT_VERSION", "RunFile"]

@@ -1,0 +1,49 @@
+"""Shared test utilities: launching the program or a script under the venv's own mpiexec."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mpiexec_path() -> Path:
+    """The mpiexec that belongs to the interpreter running the tests (never the system one)."""
+    return Path(sys.executable).with_name("mpiexec")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for launched ranks: one torch thread each, the repo importable."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_mpi(
+    nprocs: int,
+    argv: list[str],
+    *,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``python argv...`` on ``nprocs`` ranks; a hang fails the test after ``timeout`` s.
+
+    ``argv`` starts after the interpreter, e.g. ``["-m", "hpc_fedprune", "run", ...]``.
+    """
+    cmd = [str(mpiexec_path()), "-n", str(nprocs), sys.executable, *argv]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(env),
+        cwd=cwd or REPO,
+    )
