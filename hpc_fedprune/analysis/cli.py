@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from hpc_fedprune.analysis import plots, tables
 from hpc_fedprune.analysis.compare import pareto_front, render_compare_table, write_compare_csv
-from hpc_fedprune.analysis.masks import client_agreement, mask_history
+from hpc_fedprune.analysis.masks import MaskHistory, client_agreement, mask_history
 from hpc_fedprune.analysis.runfile import Run, load_run
 from hpc_fedprune.analysis.summary import Summary, quality_of, render_summary, summarize
 from hpc_fedprune.errors import EXIT_OK, InputError
@@ -136,7 +136,7 @@ def run_analyze(path: str, out_dir: str | None = None) -> int:
 
 
 def _analyze_plots(
-    run: Run, s: Summary, history: object, out: Path, notes: list[str]
+    run: Run, s: Summary, history: MaskHistory | None, out: Path, notes: list[str]
 ) -> list[Path]:
     files: list[Path] = []
     q = s.quality
@@ -171,9 +171,6 @@ def _analyze_plots(
                 )
             )
     if history is not None:
-        from hpc_fedprune.analysis.masks import MaskHistory
-
-        assert isinstance(history, MaskHistory)
         files.append(
             plots.sparsity_heatmap(
                 out / "sparsity_heatmap.png", history, f"{what}: sparsity per tensor"
@@ -236,10 +233,12 @@ def run_compare(paths: list[str], out_dir: str | None = None) -> int:
     if len(qualities) > 1:
         raise InputError(
             "cannot compare classification runs (accuracy) with regression runs (MAE): "
-            + ", ".join(f"{p} is {quality_of(r).label}" for p, r in zip(paths, runs))
+            + ", ".join(f"{p} is {quality_of(r).label}" for p, r in zip(paths, runs, strict=True))
         )
     labels = _unique_labels(runs)
-    summaries = [dataclasses.replace(summarize(r), name=n) for r, n in zip(runs, labels)]
+    summaries = [
+        dataclasses.replace(summarize(r), name=n) for r, n in zip(runs, labels, strict=True)
+    ]
     q = summaries[0].quality
     front = pareto_front(
         [s.final for s in summaries], [s.bytes_total for s in summaries], q.higher_is_better
@@ -254,7 +253,9 @@ def run_compare(paths: list[str], out_dir: str | None = None) -> int:
     out = _make_out_dir(out_dir if out_dir is not None else DEFAULT_COMPARE_DIR)
     files = [write_compare_csv(out / "compare.csv", summaries, front)]
     if plots.matplotlib_available():
-        series = [_series(r, f"{s.name} ({s.algorithm})") for r, s in zip(runs, summaries)]
+        series = [
+            _series(r, f"{s.name} ({s.algorithm})") for r, s in zip(runs, summaries, strict=True)
+        ]
         title_data = datasets[0] if len(datasets) == 1 else "several data sets"
         files.append(
             plots.quality_vs_round(
@@ -278,10 +279,3 @@ def run_compare(paths: list[str], out_dir: str | None = None) -> int:
         notes.append(plots.PLOT_NOTE)
     _print_written(files, notes)
     return EXIT_OK
-
-
-#: The two commands, for a caller that dispatches by name.
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
-    "analyze": (add_analyze_arguments, "summarise one run; write tables and plots"),
-    "compare": (add_compare_arguments, "compare runs: one table and overlaid plots"),
-}

@@ -89,7 +89,7 @@ def write_compare_csv(path: Path, summaries: Sequence[Summary], front: Sequence[
             bool(on),
             s.path,
         )
-        for s, on in zip(summaries, front)
+        for s, on in zip(summaries, front, strict=True)
     )
     return write_csv(path, COMPARE_HEADER, rows)
 
@@ -124,7 +124,7 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
             f"{s.ratio_total:.3g} x" if math.isfinite(s.ratio_total) else "n/a",
             s.status_text if s.status != "running" else f"running, round {s.rounds_done}",
         )
-        for s, on in zip(summaries, front)
+        for s, on in zip(summaries, front, strict=True)
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     # Text columns left-aligned, numbers right-aligned.
@@ -132,7 +132,8 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
 
     def line(r: Sequence[str]) -> str:
         cells = [
-            f"{v:<{w}}" if i in left else f"{v:>{w}}" for i, (v, w) in enumerate(zip(r, widths))
+            f"{v:<{w}}" if i in left else f"{v:>{w}}"
+            for i, (v, w) in enumerate(zip(r, widths, strict=True))
         ]
         return "  ".join(cells).rstrip()
 

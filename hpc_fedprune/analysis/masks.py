@@ -314,7 +314,7 @@ class _TensorTracker:
             c = compare_packed(self.prev, row)
             stats = MaskRecordStats(
                 rnd, self.tensor.name, self.tensor.numel, kept,
-                c.pruned, c.regrown, c.hamming, c.jaccard,
+                pruned=c.pruned, regrown=c.regrown, hamming=c.hamming, jaccard=c.jaccard,
             )  # fmt: skip
             self.changed.append(c.hamming > 0)
             self.total_pruned += c.pruned
@@ -334,8 +334,9 @@ def _combine(rnd: int, parts: Sequence[MaskRecordStats], first: bool) -> MaskRec
     regrown = sum(p.regrown or 0 for p in parts)
     # |A & B| = |B| - regrown and |A | B| = |B| + pruned, summed over tensors.
     return MaskRecordStats(
-        rnd, OVERALL, numel, kept, pruned, regrown, pruned + regrown,
-        jaccard(kept - regrown, kept + pruned),
+        rnd, OVERALL, numel, kept,
+        pruned=pruned, regrown=regrown, hamming=pruned + regrown,
+        jaccard=jaccard(kept - regrown, kept + pruned),
     )  # fmt: skip
 
 

@@ -8,7 +8,6 @@ a user's own matplotlib session (a notebook, say).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,9 @@ def matplotlib_available() -> bool:
 
 
 def _figure_class() -> Any:
-    return importlib.import_module("matplotlib.figure").Figure
+    from matplotlib.figure import Figure
+
+    return Figure
 
 
 def _new_figure(size: tuple[float, float] = _SIZE) -> Any:
@@ -162,15 +163,28 @@ def quality_vs_bytes(
         if final_points is not None:
             b, v = final_points[i]
             if np.isfinite(v) and b > 0:
-                ax.plot([b / size], [_scaled(quality, np.array([v]))[0]], "o",
-                        color=line.get_color(), markersize=7)  # fmt: skip
+                ax.plot(
+                    [b / size],
+                    [_scaled(quality, np.array([v]))[0]],
+                    "o",
+                    color=line.get_color(),
+                    markersize=7,
+                )
     if final_points is not None and frontier is not None and any(frontier):
-        pts = sorted((b, v) for (b, v), on in zip(final_points, frontier) if on)
+        pts = sorted((b, v) for (b, v), on in zip(final_points, frontier, strict=True) if on)
         xs = np.array([b for b, _ in pts]) / size
         ys = _scaled(quality, np.array([v for _, v in pts]))
         ax.plot(xs, ys, "k--", drawstyle="steps-post", linewidth=1, zorder=1)
-        ax.plot(xs, ys, "*", color="black", markersize=14, markerfacecolor="gold", zorder=3,
-                label="Pareto frontier (final value vs total bytes)")  # fmt: skip
+        ax.plot(
+            xs,
+            ys,
+            "*",
+            color="black",
+            markersize=14,
+            markerfacecolor="gold",
+            zorder=3,
+            label="Pareto frontier (final value vs total bytes)",
+        )
     ax.set_xscale("log")
     ax.set_xlabel(f"cumulative client traffic, up + down ({unit}, log scale)")
     ax.set_ylabel(_y_label(quality))
@@ -229,8 +243,13 @@ def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
     ax.plot(rounds, regrown, ":", marker=m, markersize=3, label="regrown")
     overall = history.summaries.get(OVERALL)
     if overall is not None and overall.stable_after_round is not None:
-        ax.axvline(overall.stable_after_round, color="grey", linewidth=1, linestyle="-.",
-                   label=f"unchanged after round {overall.stable_after_round}")  # fmt: skip
+        ax.axvline(
+            overall.stable_after_round,
+            color="grey",
+            linewidth=1,
+            linestyle="-.",
+            label=f"unchanged after round {overall.stable_after_round}",
+        )
     ax.set_xlabel("round (change since the previous mask record)")
     ax.set_ylabel("% of prunable weights")
     ax.set_title(title)

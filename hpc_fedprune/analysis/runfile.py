@@ -196,6 +196,8 @@ class Run:
         Only one record (one packed row per tensor) is in memory at once; the file stays
         open while the iterator is alive.
         """
+        if not self.has_masks:
+            return
         tensors = {t.name: t for t in self.mask_tensors}
         with _open(self.path) as f, _reading(self.path):
             group = f["masks"]
@@ -210,6 +212,8 @@ class Run:
 
         Rounds come in increasing order; within a round, rows keep their file order.
         """
+        if not self.has_client_masks:
+            return
         tensors = {t.name: t for t in self.client_mask_tensors}
         n = self.client_mask_rows
         with _open(self.path) as f, _reading(self.path):
@@ -440,9 +444,7 @@ def _read_metrics(f: h5py.File) -> dict[str, np.ndarray]:
     if "metrics" not in f:
         return {}
     group = f["metrics"]
-    datasets = {
-        k: v for k, v in group.items() if isinstance(v, h5py.Dataset) and len(v.shape) == 1
-    }
+    datasets = {k: v for k, v in group.items() if isinstance(v, h5py.Dataset) and len(v.shape) == 1}
     n = min((ds.shape[0] for ds in datasets.values()), default=0)
     # Cut to the shortest: a crash between appends leaves some metrics a row ahead.
     metrics = {k: np.asarray(ds[:n]) for k, ds in datasets.items()}
@@ -525,6 +527,10 @@ def _read_client_mask_index(
     ]
     tensors = tuple(_tensor_info(path, group[n], n) for n in _ordered(names, order))
     n = min(
-        [group["round"].shape[0], group["client"].shape[0], *(group[t.name].shape[0] for t in tensors)]
+        [
+            group["round"].shape[0],
+            group["client"].shape[0],
+            *(group[t.name].shape[0] for t in tensors),
+        ]
     )
     return tensors, n

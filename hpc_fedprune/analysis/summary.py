@@ -45,7 +45,9 @@ MAE = Quality("test_mae", "MAE", False)
 
 def quality_of(run: Run) -> Quality:
     """The quality metric of a run: accuracy for classification, MAE for regression."""
-    if run.task == "regression" or ("test_mae" in run.metrics and "test_accuracy" not in run.metrics):
+    if run.task == "regression" or (
+        "test_mae" in run.metrics and "test_accuracy" not in run.metrics
+    ):
         return MAE
     return ACCURACY
 

@@ -56,7 +56,7 @@ def write_metrics_csv(path: Path, run: Run) -> Path:
     if cum is not None:
         columns["cumulative_bytes"] = cum
     header = list(columns)
-    rows = zip(*(columns[k].tolist() for k in header)) if header else iter(())
+    rows = zip(*(columns[k].tolist() for k in header), strict=True) if header else iter(())
     return write_csv(path, header, rows)
 
 

@@ -34,7 +34,9 @@ class DataConfig:
     num_train: int = option(2000, "synthetic: training samples", min=1)
     num_test: int = option(500, "synthetic: test samples", min=1)
     num_classes: int = option(10, "synthetic: classes", min=2)
-    shape: tuple[int, ...] = option((1, 28, 28), "synthetic: sample shape (C, H, W) or (C, D, H, W)")
+    shape: tuple[int, ...] | None = option(
+        None, "synthetic: sample shape (C, H, W); synthetic_volumes: (C, D, H, W); null: the loader's default"
+    )
     noise: float = option(1.0, "synthetic: noise level (higher is harder)", min=0.0)
     test_fraction: float = option(
         0.2, "npz / hdf5 with only x, y: fraction held out as test set", min=0.0, max=0.9

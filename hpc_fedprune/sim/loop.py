@@ -30,6 +30,7 @@ from . import accounting
 from .accumulate import ExactAccumulator
 from .cohort import sample_cohort, schedule_cohort
 from .evaluate import evaluate
+from .faults import maybe_fail
 from .setup import Setup, to_device
 from .train import LocalTrainer
 
@@ -89,6 +90,7 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
                 lr=ctx.lr,
                 algorithm=algorithm,
             )
+            maybe_fail("train", world.rank, rnd)
             local = model.flat
             local_mask = algorithm.finish_local(ctx, current, local, client)
             upload = algorithm.upload(ctx, current, local, local_mask, result.samples)
@@ -96,6 +98,7 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
             sums.add(upload.channels)
             records.append((client, result.loss, result.samples, up_bytes, up_values,
                             local_mask_record(model, algorithm, local_mask, config)))
+        maybe_fail("reduce", world.rank, rnd)
         total, mpi_bytes = accounting.reduce_to_root(world, sums.packed())
         gathered = world.gather_objects(records)
 
@@ -116,6 +119,7 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
             last = round_metrics(rnd, rows, scores, local_acc, current, setup, config, ds.task,
                                  mpi_bytes + bcast_bytes, time.perf_counter() - t_round)
             last.update(algorithm.metrics())
+            maybe_fail("write", world.rank, rnd)
             write_round(runfile, out_dir, rnd, last, rows, current, setup, algorithm, config)
             if config.output.progress:
                 print(progress_line(rnd, fed.rounds, last, metric_name, time.perf_counter() - start_time), flush=True)

@@ -14,10 +14,19 @@ import torch
 
 from ..algorithms import make_algorithm
 from ..config import Config, cohort_size
-from ..data import Dataset, load_dataset, partition, partition_stats, split_local_test
+from ..data import (
+    Dataset,
+    as_labels,
+    dataset_options,
+    load_dataset,
+    partition,
+    partition_options,
+    partition_stats,
+    split_local_test,
+)
 from ..errors import InputError
-from ..models import FlatModel, build_model
-from ..pruning import prunable_mask
+from ..models import FlatModel, build_model, model_options
+from ..pruning.prunable import prunable_mask
 
 
 @dataclass
@@ -35,41 +44,30 @@ class Setup:
     cohort_size: int
 
 
-def data_options(config: Config) -> dict:
-    """Loader keyword arguments from the data section."""
-    d = config.data
-    if d.name == "synthetic" or d.name == "synthetic_volumes":
-        return {"num_train": d.num_train, "num_test": d.num_test, "num_classes": d.num_classes,
-                "shape": tuple(d.shape), "noise": d.noise} if d.name == "synthetic" else {
-                "num_train": d.num_train, "num_test": d.num_test,
-                **({"shape": tuple(d.shape)} if len(d.shape) == 4 else {})}
-    if d.name in ("npz", "hdf5"):
-        return {"path": d.path, "test_fraction": d.test_fraction}
-    return {}
-
-
-def partition_options(config: Config) -> dict:
-    """Partitioner keyword arguments for the chosen scheme."""
-    p = config.partition
-    return {
-        "dirichlet": {"alpha": p.alpha, "min_size": p.min_size, "bins": p.bins},
-        "shards": {"classes_per_client": p.classes_per_client, "bins": p.bins},
-        "quantity_skew": {"power": p.power, "sizes": p.sizes},
-        "iid_balanced": {"bins": p.bins},
-        "iid": {},
-    }[p.scheme]
+def section_options(section, accepted: tuple[str, ...]) -> dict:
+    """The keys of a config section that a loader or partitioner accepts, by name."""
+    out = {}
+    for name in accepted:
+        value = getattr(section, name, None)
+        if value is not None:
+            out[name] = tuple(value) if isinstance(value, tuple) else value
+    return out
 
 
 def build_setup(config: Config, world_size: int, device: str) -> Setup:
     """Build data, partition, model and algorithm for a run (raises InputError on bad input)."""
     seed = config.runtime.seed
-    dataset = load_dataset(config.data.name, root=config.data.root, seed=seed, **data_options(config))
+    options = section_options(config.data, dataset_options(config.data.name))
+    dataset = load_dataset(config.data.name, root=config.data.root, seed=seed, **options)
     num_clients = config.partition.num_clients
     if world_size > num_clients:
         raise InputError(
             f"{world_size} ranks for {num_clients} clients: use at most as many ranks as clients"
         )
-    parts = partition(dataset.y_train, num_clients, config.partition.scheme, seed=seed, **partition_options(config))
+    scheme = config.partition.scheme
+    options = section_options(config.partition, partition_options(scheme))
+    bins = config.partition.bins
+    parts = partition(dataset.y_train, num_clients, scheme, seed=seed, bins=bins, **options)
     test_parts = None
     if config.partition.local_test_fraction > 0:
         parts, test_parts = split_local_test(parts, config.partition.local_test_fraction, seed=seed)
@@ -78,20 +76,14 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
         raise InputError(
             f"{int((sizes == 0).sum())} clients received no training samples; use fewer clients or more data"
         )
-    stats = partition_stats(dataset.y_train, parts, max(dataset.num_classes, 0), bins=config.partition.bins)
-    module = build_model(
-        config.model.name,
-        dataset.input_shape,
-        dataset.num_classes,
-        seed=seed,
-        hidden=tuple(config.model.hidden),
-        norm=config.model.norm,
-        width=config.model.width,
-    )
+    labels = as_labels(dataset.y_train, bins=bins)
+    stats = partition_stats(labels, parts, dataset.num_classes or bins)
+    options = section_options(config.model, tuple(model_options(config.model.name)))
+    module = build_model(config.model.name, dataset.input_shape, dataset.num_classes, seed=seed, **options)
     model = FlatModel(module.to(device), device=device)
     preset = getattr(getattr(config.algorithm, config.algorithm.name, None), "prunable", "all_trainable")
-    prunable = prunable_mask(model, preset)
-    algorithm = make_algorithm(config, prunable.to(device), model.trainable_mask().to(device))
+    prunable = prunable_mask(model.layout, preset, device=device)
+    algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device))
     return Setup(dataset, parts, test_parts, sizes, stats, model, algorithm, device, cohort_size(config))
 
 

@@ -1,0 +1,222 @@
+"""Top-k masks from scores: global and layer-wise magnitude pruning.
+
+Count rule (see `pruned_count`): pruning a fraction ``s`` of ``N`` prunable entries removes
+exactly ``floor(s * N)`` of them, the ones with the lowest score; nothing else changes.
+
+Ties: among equal scores the entry with the lower flat index is pruned first, so the
+result is deterministic on every device and independent of the sort algorithm. The
+threshold is found with ``torch.kthvalue`` (linear time; ``torch.quantile`` refuses inputs
+above about 16M elements), then exactly the missing number of tied entries is taken in
+index order.
+
+Nesting: with ``current_mask``, entries it already prunes rank below every entry it keeps,
+so a non-decreasing sparsity never brings a pruned entry back (FedDIP's and FedSparsify's
+code, where pruned weights are exactly zero). If the new sparsity is lower than the
+current one, the already-pruned entries with the highest scores come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import InputError
+from .masks import pruned_count
+from .prunable import tensors_in
+
+if TYPE_CHECKING:
+    from ..models.flat import TensorInfo
+
+__all__ = [
+    "global_magnitude_mask",
+    "global_score_mask",
+    "layerwise_magnitude_mask",
+    "lowest_k",
+]
+
+
+def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool vector marking the ``k`` lowest entries of 1-D ``scores``.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        1-D real scores, no NaN.
+    k : int
+        How many to mark, clipped to ``[0, len(scores)]``.
+
+    Returns
+    -------
+    torch.Tensor
+        Exactly ``k`` True entries: all scores below the k-th smallest value, then the
+        lowest-index entries equal to it.
+    """
+    n = scores.numel()
+    out = torch.zeros(n, dtype=torch.bool, device=scores.device)
+    if k <= 0:
+        return out
+    if k >= n:
+        return out.fill_(True)
+    if bool(torch.isnan(scores).any()):
+        raise ValueError("scores contain NaN (diverged training?)")
+    threshold = torch.kthvalue(scores, k).values
+    below = scores < threshold
+    out |= below
+    missing = k - int(below.sum())
+    tied = (scores == threshold).nonzero().squeeze(1)[:missing]
+    out[tied] = True
+    return out
+
+
+def _prune_lowest(
+    scores: torch.Tensor, positions: torch.Tensor, k: int, current: torch.Tensor | None
+) -> torch.Tensor:
+    """Flat positions (a subset of ``positions``) of the ``k`` entries to prune."""
+    sub = scores[positions]
+    if current is None:
+        return positions[lowest_k(sub, k)]
+    old = ~current[positions]  # already pruned: they go first
+    n_old = int(old.sum())
+    if k >= n_old:
+        rest = positions[~old]
+        return torch.cat([positions[old], rest[lowest_k(sub[~old], k - n_old)]]).sort().values
+    olds = positions[old]
+    return olds[lowest_k(sub[old], k)]
+
+
+def _check(values: torch.Tensor, prunable: torch.Tensor, current: torch.Tensor | None) -> None:
+    if values.dim() != 1 or prunable.shape != values.shape or prunable.dtype != torch.bool:
+        raise ValueError(
+            "expected 1-D values and a bool prunable vector of the same length, got "
+            f"{tuple(values.shape)} and {prunable.dtype} {tuple(prunable.shape)}"
+        )
+    if current is not None and (current.shape != values.shape or current.dtype != torch.bool):
+        raise ValueError("current_mask must be a bool vector as long as the values")
+
+
+def global_score_mask(
+    scores: torch.Tensor,
+    prunable: torch.Tensor,
+    sparsity: float,
+    *,
+    current_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Prune the lowest-scoring ``floor(sparsity * N)`` of the ``N`` prunable entries.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        1-D scores over the whole flat model (higher = more important), e.g. |w|, SNIP's
+        |g * w|, or AutoFLIP's normalised displacement.
+    prunable : torch.Tensor
+        Bool vector of the prunable set.
+    sparsity : float
+        Fraction of the prunable set to prune, in [0, 1].
+    current_mask : torch.Tensor, optional
+        The mask in force; the entries it prunes are pruned first (see module docstring).
+
+    Returns
+    -------
+    torch.Tensor
+        Bool mask over the flat model, True = kept, always True outside ``prunable``.
+    """
+    _check(scores, prunable, current_mask)
+    positions = prunable.nonzero().squeeze(1)
+    k = pruned_count(positions.numel(), sparsity)
+    mask = torch.ones_like(prunable)
+    mask[_prune_lowest(scores, positions, k, current_mask)] = False
+    return mask
+
+
+def global_magnitude_mask(
+    values: torch.Tensor,
+    prunable: torch.Tensor,
+    sparsity: float,
+    *,
+    current_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Global magnitude pruning: keep the ``N - floor(sparsity * N)`` largest |w|.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        Flat weights (e.g. the aggregated global model).
+    prunable : torch.Tensor
+        Bool vector of the prunable set.
+    sparsity : float
+        Fraction of the prunable set to prune, in [0, 1].
+    current_mask : torch.Tensor, optional
+        The mask in force; its pruned entries are pruned first (nested masks).
+
+    Returns
+    -------
+    torch.Tensor
+        Bool mask, True = kept, always True outside ``prunable``.
+    """
+    return global_score_mask(values.abs(), prunable, sparsity, current_mask=current_mask)
+
+
+def layerwise_magnitude_mask(
+    values: torch.Tensor,
+    layout: Sequence[TensorInfo],
+    prunable: torch.Tensor,
+    sparsity: float | Mapping[str, float] | None = None,
+    *,
+    keep: Mapping[str, int] | None = None,
+    current_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Magnitude pruning inside each tensor separately.
+
+    Parameters
+    ----------
+    values : torch.Tensor
+        Flat weights.
+    layout : sequence of TensorInfo
+        The flat model's layout.
+    prunable : torch.Tensor
+        Bool vector of the prunable set; each tensor prunes among its own prunable entries.
+    sparsity : float or mapping of str to float, optional
+        One sparsity for every tensor, or one per tensor name (every tensor with prunable
+        entries must be named). Each tensor with ``n`` prunable entries loses
+        ``floor(s * n)`` of them.
+    keep : mapping of str to int, optional
+        Instead of ``sparsity``: exactly how many prunable entries each tensor keeps, e.g.
+        `erk_counts` (FedDST's re-pruning to the ERK allocation).
+    current_mask : torch.Tensor, optional
+        The mask in force; its pruned entries are pruned first within each tensor.
+
+    Returns
+    -------
+    torch.Tensor
+        Bool mask, True = kept, always True outside ``prunable``.
+
+    Raises
+    ------
+    InputError
+        Both or neither of ``sparsity`` and ``keep``; a tensor missing from a mapping; a
+        count outside ``[0, n]``.
+    """
+    _check(values, prunable, current_mask)
+    if (sparsity is None) == (keep is None):
+        raise InputError("layerwise_magnitude_mask needs exactly one of sparsity= and keep=")
+    mags = values.abs()
+    mask = torch.ones_like(prunable)
+    for info, positions in tensors_in(layout, prunable):
+        n = positions.numel()
+        if keep is not None:
+            if info.name not in keep:
+                raise InputError(f"keep= has no count for tensor {info.name!r}")
+            kept = int(keep[info.name])
+            if not 0 <= kept <= n:
+                raise InputError(f"keep[{info.name!r}] = {kept} is outside [0, {n}]")
+            k = n - kept
+        elif isinstance(sparsity, Mapping):
+            if info.name not in sparsity:
+                raise InputError(f"sparsity= has no value for tensor {info.name!r}")
+            k = pruned_count(n, sparsity[info.name])
+        else:
+            k = pruned_count(n, sparsity)
+        mask[_prune_lowest(mags, positions, k, current_mask)] = False
+    return mask

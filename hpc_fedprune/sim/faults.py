@@ -1,0 +1,37 @@
+"""Fault injection for the failure tests: ``HPC_FEDPRUNE_FAULT=rank=1,round=2[,point=P][,action=A]``.
+
+The loop calls `maybe_fail(point, rank, round)` at a few named points (``train``: after a
+client's local training; ``reduce``: before the round's collective; ``write``: on rank 0
+before the round is written). ``action=raise`` (default) raises an exception, as a bug
+would; ``action=kill`` sends SIGKILL to the process, as an out-of-memory kill or a node
+failure would. Unset (the normal case) it costs one dictionary lookup per call.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_SPEC = os.environ.get("HPC_FEDPRUNE_FAULT")
+
+
+def _parse(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
+FAULT = _parse(_SPEC)
+
+
+def maybe_fail(point: str, rank: int, round_index: int) -> None:
+    """Fail here if the environment asks for a fault at this (point, rank, round)."""
+    if FAULT is None:
+        return
+    if FAULT.get("point", "train") != point:
+        return
+    if int(FAULT.get("rank", 0)) != rank or int(FAULT.get("round", 1)) != round_index:
+        return
+    if FAULT.get("action", "raise") == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected fault (HPC_FEDPRUNE_FAULT) at {point}, rank {rank}, round {round_index}")

@@ -1,0 +1,46 @@
+"""Shared pieces of the end-to-end tests: a tiny config and run-file readers."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+# Small enough for a few seconds per run on one core, big enough to learn something.
+TINY = [
+    "data.num_train=400",
+    "data.num_test=200",
+    "data.shape=[1, 12, 12]",
+    "model.name=mlp",
+    "model.hidden=[32]",
+    "partition.num_clients=8",
+    "partition.min_size=5",
+    "federation.clients_per_round=5",
+    "federation.rounds=3",
+    "training.batch_size=16",
+    "training.lr=0.1",
+    "runtime.seed=3",
+]
+
+# Metrics that legitimately depend on the world size or the clock.
+WORLD_DEPENDENT = {"wall_s", "mpi_bytes"}
+
+
+def read_run(path) -> dict:
+    """Model bytes and metrics of a run file."""
+    with h5py.File(path, "r") as f:
+        return {
+            "flat": f["model/flat"][...].tobytes(),
+            "metrics": {k: f["metrics"][k][...] for k in f["metrics"]},
+            "attrs": dict(f.attrs),
+        }
+
+
+def assert_same_results(a: dict, b: dict) -> None:
+    """Bit-identical model and metrics (except world-dependent ones)."""
+    assert a["flat"] == b["flat"], "global models differ"
+    assert set(a["metrics"]) == set(b["metrics"])
+    for name in a["metrics"]:
+        if name in WORLD_DEPENDENT:
+            continue
+        x, y = a["metrics"][name], b["metrics"][name]
+        assert np.array_equal(x, y, equal_nan=True), f"metric {name} differs: {x} vs {y}"

@@ -1,0 +1,182 @@
+"""Reading run files: layout, crash-truncated datasets, and refusing what is not a run file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from hpc_fedprune.analysis import SUPPORTED_FORMAT_VERSION, load_run
+from hpc_fedprune.errors import InputError
+from tests.unit.runfile_factory import (
+    KNOWN_CLIENT_ROWS,
+    KNOWN_MASK_ROUNDS,
+    KNOWN_MASKS,
+    append_rows,
+    default_metrics,
+    write_run,
+)
+
+
+def test_load_run_reads_attributes_metrics_and_mask_index(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "r1")
+    # A run directory and its run.h5 are the same run.
+    run = load_run(run_dir)
+    assert load_run(run_dir / "run.h5").path == run.path
+    assert (run.algorithm, run.dataset, run.model, run.task) == (
+        "fedsparsify",
+        "mnist",
+        "lenet5",
+        "classification",
+    )
+    assert (run.num_clients, run.rounds_planned, run.rounds_done) == (10, 8, 8)
+    assert run.status == "finished" and run.format_version == 1
+    assert run.attrs["seed"] == 7 and isinstance(run.attrs["seed"], int)
+    assert list(run.metrics)[0] == "round"
+    np.testing.assert_array_equal(run.metrics["round"], np.arange(1, 9))
+    # Mask tensors come in the model's flat-buffer order, with shapes from the attributes.
+    assert [t.name for t in run.mask_tensors] == ["conv1.weight", "fc.weight"]
+    assert run.mask_tensors[0].shape == (2, 3, 2) and run.mask_tensors[0].numel == 12
+    np.testing.assert_array_equal(run.mask_rounds, KNOWN_MASK_ROUNDS)
+    assert run.has_masks and not run.has_client_masks
+
+
+def test_iter_masks_yields_each_record_unpacked_to_its_shape(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r"))
+    records = list(run.iter_masks())
+    assert [r.round for r in records] == KNOWN_MASK_ROUNDS
+    for i, rec in enumerate(records):
+        for name, rows in KNOWN_MASKS.items():
+            got = rec.mask(name)
+            assert got.shape == run.mask_tensors[[t.name for t in run.mask_tensors].index(name)].shape
+            np.testing.assert_array_equal(got.ravel(), rows[i])
+
+
+def test_iter_client_masks_groups_interleaved_rows_by_round(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r", client_rows=KNOWN_CLIENT_ROWS))
+    assert run.has_client_masks and run.client_mask_rows == 5
+    groups = list(run.iter_client_masks())
+    assert [g.round for g in groups] == [3, 5]
+    np.testing.assert_array_equal(groups[0].clients, [0, 1, 2])
+    np.testing.assert_array_equal(groups[1].clients, [4, 7])
+    m = groups[0].masks("fc.weight")
+    assert m.shape == (3, 5)
+    np.testing.assert_array_equal(m[1], [True, True, False, True, False])
+
+
+def test_side_groups_are_read_on_demand(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r"))
+    up = run.client_uplink()
+    assert up is not None and len(up["bytes"]) == 16
+    part = run.partition()
+    assert part is not None and part["label_counts"].shape == (10, 3)
+    model = run.final_model()
+    assert model is not None
+    flat, mask = model
+    assert flat.dtype == np.float32 and mask is not None and mask.size == 17
+
+
+def test_crash_truncated_datasets_are_cut_to_the_common_length(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "crashed", status="running", rounds_planned=20)
+    h5 = run_dir / "run.h5"
+    # A crash in round 9: some metrics appended, others not; the mask round index written
+    # but only one tensor's row.
+    append_rows(h5, "metrics/round", np.array([9]))
+    append_rows(h5, "metrics/test_accuracy", np.array([0.99]))
+    append_rows(h5, "masks/rounds", np.array([10]))
+    append_rows(h5, "masks/conv1.weight", np.zeros((1, 2), dtype=np.uint8))
+    run = load_run(run_dir)
+    assert {len(v) for v in run.metrics.values()} == {8}
+    assert run.rounds_done == 8 and run.rounds_planned == 20
+    np.testing.assert_array_equal(run.mask_rounds, KNOWN_MASK_ROUNDS)
+    assert len(list(run.iter_masks())) == 4
+
+
+def test_tensor_rows_ahead_of_the_round_index_are_ignored(tmp_path: Path) -> None:
+    h5 = write_run(tmp_path / "r") / "run.h5"
+    append_rows(h5, "masks/conv1.weight", np.zeros((1, 2), dtype=np.uint8))
+    append_rows(h5, "masks/fc.weight", np.zeros((1, 1), dtype=np.uint8))
+    run = load_run(h5)
+    assert len(run.mask_rounds) == 4
+
+
+def test_run_without_rounds_or_masks(tmp_path: Path) -> None:
+    empty = {k: v[:0] for k, v in default_metrics(1).items()}
+    run = load_run(write_run(tmp_path / "r", metrics=empty, masks={}, status="running"))
+    assert run.num_rounds == 0 and run.rounds_done == 0
+    assert not run.has_masks and list(run.iter_masks()) == []
+
+
+# --- refusing bad input --------------------------------------------------------------------
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        load_run(tmp_path / "nope")
+
+
+def test_directory_without_run_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not a run directory"):
+        load_run(tmp_path)
+
+
+def test_not_an_hdf5_file(tmp_path: Path) -> None:
+    p = tmp_path / "run.h5"
+    p.write_text("hello\n")
+    with pytest.raises(InputError, match="not an HDF5 file"):
+        load_run(p)
+
+
+def test_hdf5_file_that_is_not_a_run_file(tmp_path: Path) -> None:
+    p = tmp_path / "other.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("x", data=np.arange(3))
+    with pytest.raises(InputError, match="no format_version") as e:
+        load_run(p)
+    assert "\n" not in str(e.value)
+
+
+def test_newer_format_version_is_refused(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "r", format_version=SUPPORTED_FORMAT_VERSION + 1)
+    with pytest.raises(InputError, match="newer run-file format .*format_version 2.*upgrade"):
+        load_run(run_dir)
+
+
+def test_non_integer_format_version_is_refused(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "r")
+    with h5py.File(run_dir / "run.h5", "a") as f:
+        f.attrs["format_version"] = "one"
+    with pytest.raises(InputError, match="not an integer"):
+        load_run(run_dir)
+
+
+def test_truncated_file_gives_input_error_with_reason(tmp_path: Path) -> None:
+    p = write_run(tmp_path / "r") / "run.h5"
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cannot read .*truncated") as e:
+        load_run(p)
+    assert "\n" not in str(e.value)
+
+
+def test_inconsistent_mask_attributes_are_refused(tmp_path: Path) -> None:
+    run_dir = write_run(tmp_path / "r")
+    with h5py.File(run_dir / "run.h5", "a") as f:
+        f["masks/fc.weight"].attrs["numel"] = 50
+        f["masks/fc.weight"].attrs["shape"] = np.array([50])
+    with pytest.raises(InputError, match=r"fc.weight has shape \(4, 1\)"):
+        load_run(run_dir)
+
+
+def test_analysis_imports_neither_torch_nor_mpi4py() -> None:
+    code = (
+        "import sys, hpc_fedprune.analysis\n"
+        "bad = [m for m in ('torch', 'mpi4py', 'matplotlib') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=60)
