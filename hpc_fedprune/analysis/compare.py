@@ -108,6 +108,7 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
         "bytes up",
         "bytes down",
         "vs dense",
+        "rounds",
         "status",
     )
     rows = [
@@ -122,13 +123,14 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
             format_bytes(s.bytes_up),
             format_bytes(s.bytes_down),
             f"{s.ratio_total:.3g} x" if math.isfinite(s.ratio_total) else "n/a",
-            s.status_text if s.status != "running" else f"running, round {s.rounds_done}",
+            f"{s.rounds_done}/{s.rounds_planned}" if s.rounds_planned else str(s.rounds_done),
+            s.status,
         )
         for s, on in zip(summaries, front, strict=True)
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     # Text columns left-aligned, numbers right-aligned.
-    left = {0, 1, 2, 3, 10}
+    left = {0, 1, 2, 3, 11}
 
     def line(r: Sequence[str]) -> str:
         cells = [
@@ -140,7 +142,7 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
     out = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
     better = "higher" if q.higher_is_better else "lower"
     out.append(
-        f"* = Pareto frontier: no other run has a {better}-or-equal final {q.label} "
-        f"for fewer-or-equal total bytes (up + down)"
+        f"* = on the Pareto frontier: no other run has a {better} final {q.label} for no more "
+        f"bytes, or the same for fewer (bytes = up + down)"
     )
     return "\n".join(out)

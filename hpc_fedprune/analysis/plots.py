@@ -43,7 +43,10 @@ def _figure_class() -> Any:
     return Figure
 
 
-def _new_figure(size: tuple[float, float] = _SIZE) -> Any:
+def _new_figure(size: tuple[float, float] = _SIZE, series: int = 1) -> Any:
+    if series > _LEGEND_INSIDE_MAX:
+        # The legend goes beside the axes: widen the figure so the axes keep their size.
+        size = (size[0] + 3.0, size[1])
     return _figure_class()(figsize=size, layout="constrained")
 
 
@@ -85,6 +88,14 @@ def _y_label(q: Quality) -> str:
     return f"test {q.label} (target units, lower is better)"
 
 
+def _round_axis(axis: Any, label: str = "round") -> None:
+    """An x axis of round numbers: integer ticks only."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_label_text(label)
+
+
 def _marker(n_points: int) -> str | None:
     return "o" if n_points <= 40 else None
 
@@ -103,7 +114,7 @@ def quality_vs_round(
 
     ``extra`` adds a dashed line (e.g. the clients' local test accuracy).
     """
-    fig = _new_figure()
+    fig = _new_figure(series=len(series) + (extra is not None))
     ax = fig.add_subplot()
     for s in [*series, *([extra] if extra is not None else [])]:
         ok = np.isfinite(s.values)
@@ -116,7 +127,7 @@ def quality_vs_round(
             markersize=3,
             label=s.label,
         )
-    ax.set_xlabel("round")
+    _round_axis(ax.xaxis)
     ax.set_ylabel(_y_label(quality))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
@@ -142,7 +153,7 @@ def quality_vs_bytes(
         Which final points form the Pareto frontier; drawn as stars joined by a step line
         (the best value reachable within each traffic budget).
     """
-    fig = _new_figure()
+    fig = _new_figure(series=len(series) + (frontier is not None))
     ax = fig.add_subplot()
     largest = max(
         (float(np.nanmax(s.cumulative_bytes)) for s in series if _has_bytes(s)), default=1.0
@@ -186,12 +197,37 @@ def quality_vs_bytes(
             label="Pareto frontier (final value vs total bytes)",
         )
     ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel(f"cumulative client traffic, up + down ({unit}, log scale)")
     ax.set_ylabel(_y_label(quality))
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, len(series) + (frontier is not None))
     return _save(fig, path)
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis 0.2, 0.5, 1, 2 ... instead of 2x10^-1: shorter, and no overlaps.
+
+    How many in-between ticks get a label depends on how many decades the axis spans,
+    decided at draw time from the axis limits.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value: float, _pos: int) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        decades = np.log10(hi / lo) if lo > 0 else np.inf
+        mantissa = round(value / 10 ** np.floor(np.log10(value) + 1e-9), 6) if value > 0 else 0
+        if decades > 4:
+            wanted: tuple[float, ...] = (1,)
+        elif decades > 1.3:
+            wanted = (1, 2, 5)
+        else:
+            wanted = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+        return f"{value:g}" if mantissa in wanted else ""
+
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_formatter(FuncFormatter(label))
 
 
 def _has_bytes(s: Series) -> bool:
@@ -220,7 +256,7 @@ def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
     ax.set_yticks(np.arange(n_tensors))
     ax.set_yticklabels(history.tensors, fontsize=8 if n_tensors <= 30 else 6)
     ax.invert_yaxis()  # first layer on top, as in the model
-    ax.set_xlabel("round")
+    _round_axis(ax.xaxis)
     ax.set_ylabel("prunable tensor")
     ax.set_title(title)
     fig.colorbar(mesh, ax=ax, label="sparsity (% of weights pruned)")
@@ -250,7 +286,7 @@ def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
             linestyle="-.",
             label=f"unchanged after round {overall.stable_after_round}",
         )
-    ax.set_xlabel("round (change since the previous mask record)")
+    _round_axis(ax.xaxis, "round (change since the previous mask record)")
     ax.set_ylabel("% of prunable weights")
     ax.set_title(title)
     ax.set_ylim(bottom=0)

@@ -157,9 +157,8 @@ def _total(metrics: dict[str, np.ndarray], key: str) -> float:
     return float(np.sum(values, dtype=np.float64)) if values is not None else NAN
 
 
-def status_text(status: str, rounds_done: int, rounds_planned: int | None) -> str:
+def status_text(status: str, rounds_done: int) -> str:
     """The run's status in words, e.g. ``"interrupted at round 12"``."""
-    of = f" of {rounds_planned}" if rounds_planned else ""
     if status == "finished":
         return "finished"
     if status == "interrupted":
@@ -168,7 +167,7 @@ def status_text(status: str, rounds_done: int, rounds_planned: int | None) -> st
         return f"failed after round {rounds_done}"
     if status == "running":
         # A killed job (OOM, node failure, kill -9) never gets to change the attribute.
-        return f"running, at round {rounds_done}{of} (or killed, if no job is running)"
+        return "running (or killed, if no job is running it)"
     return f"status {status!r} at round {rounds_done}"
 
 
@@ -224,7 +223,7 @@ def summarize(run: Run) -> Summary:
         rounds_done=run.rounds_done,
         rounds_planned=run.rounds_planned,
         status=run.status,
-        status_text=status_text(run.status, run.rounds_done, run.rounds_planned),
+        status_text=status_text(run.status, run.rounds_done),
         quality=q,
         best=best,
         best_round=best_round,
@@ -276,7 +275,7 @@ def render_summary(
     planned = f" of {s.rounds_planned}" if s.rounds_planned else ""
     lines.append(("rounds", f"{s.rounds_done}{planned}: {s.status_text}"))
     q = s.quality
-    better = "" if q.higher_is_better else " (lower is better)"
+    better = "" if q.higher_is_better else "; lower is better"
     if s.best_round is None:
         lines.append((q.label, "not evaluated yet"))
     else:
@@ -320,17 +319,22 @@ def _x(ratio: float) -> str:
     return f"{ratio:.3g} x" if math.isfinite(ratio) else "n/a x"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _masks_line(h: MaskHistory) -> str:
     o = h.summaries[OVERALL]
     span = f"round {o.first_round}" if o.records == 1 else f"rounds {o.first_round}-{o.last_round}"
-    stable = (
-        f"unchanged after round {o.stable_after_round}"
-        if o.stable_after_round is not None
-        else "still changing at the last record"
-    )
+    if o.records < 2:
+        stable = "one record, so no changes to report"
+    elif o.stable_after_round is not None:
+        stable = f"unchanged after round {o.stable_after_round}"
+    else:
+        stable = "still changing at the last record"
     return (
-        f"{o.records} records ({span}) of {len(h.tensors)} tensors; {stable}; "
-        f"{format_percent(o.ever_regrown_fraction, 2)} of weights ever regrown"
+        f"{_plural(o.records, 'record')} ({span}) of {_plural(len(h.tensors), 'tensor')}; "
+        f"{stable}; {format_percent(o.ever_regrown_fraction, 2)} of weights ever regrown"
     )
 
 
@@ -339,6 +343,7 @@ def _agreement_line(rows: list[ClientAgreement]) -> str:
     last = overall[-1]
     j = f"{last.mean_jaccard:.3f}" if math.isfinite(last.mean_jaccard) else "n/a"
     return (
-        f"{len(overall)} rounds; last (round {last.round}, {last.clients} clients): "
+        f"{_plural(len(overall), 'round')}; last (round {last.round}, "
+        f"{_plural(last.clients, 'client')}): "
         f"mean pairwise Jaccard {j}, kept by all {format_percent(last.kept_by_all_fraction)}"
     )

@@ -28,11 +28,12 @@ high parts of the gaps and bit-packs their low ``L`` bits, stays within about 0.
 per index of ``log2(C(n, m))`` for any gap distribution (``benchmarks/wire_bytes.py``
 prints all three).
 
-Support: a position is in the support when its value on the wire has a non-zero bit
-pattern, so -0.0 and NaN travel and decoding is bit-exact. With ``value_dtype`` float16
-or bfloat16 values are rounded to nearest even first (see :mod:`.wire`); a value that
-rounds to +0 leaves the support; ``decode(encode(x, value_dtype=d))`` is bit-identical to
-``round_values(x, d)``.
+Support: the positions whose value on the wire is not zero (NaN and inf count as
+non-zero and travel). Decoding is bit-exact for every value, with one rule: zeros are
+canonical, -0.0 decodes as +0.0 (``w * mask`` makes -0.0 at pruned negative weights; see
+:mod:`.wire`). With ``value_dtype`` float16 or bfloat16 values are rounded to nearest even
+first; a value that rounds to zero leaves the support. In every case
+``decode(encode(x, value_dtype=d))`` is bit-identical to ``round_values(x, d)``.
 
 ``segments`` (tensor sizes) lets every tensor choose its own method inside a container:
 ``H + 4*S + sum(part sizes)``; ``auto`` keeps it only when smaller than one encoding.
@@ -172,11 +173,11 @@ class _Prepared:
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self.n = int(self.x.size)
         self.value_dtype = value_dtype
-        # Bit-pattern support: -0.0 and NaN count as non-zero, so decoding is bit-exact.
-        support = np.flatnonzero(self.x.view(np.uint32) != 0)
+        # x != 0 is False for +-0.0 and True for NaN: signed zeros are not sent.
+        support = np.flatnonzero(self.x != 0)
         wire = to_wire(self.x[support], value_dtype)
         if value_dtype != "float32":
-            keep = wire != 0  # rounded to +0: nothing to send
+            keep = wire != 0  # rounded to zero: nothing to send
             support, wire = support[keep], wire[keep]
         self.support = support
         self.wire = wire

@@ -6,6 +6,10 @@ that same value on the sender (so the sender can keep exactly what the receivers
 Overflow gives +-inf (float16 above 65504, bfloat16 above about 3.39e38), values below
 the smallest subnormal become +-0, NaN stays NaN (bfloat16 forces the quiet bit so that
 a NaN never truncates to infinity).
+
+Zeros are canonical: -0.0 travels (and decodes) as +0.0, in every type and every encoding.
+A signed zero carries nothing a model needs, and ``w * mask`` gives -0.0 at every pruned
+negative weight: treating it as a non-zero would make a pruned model look dense.
 """
 
 from __future__ import annotations
@@ -28,26 +32,36 @@ def dtype_code(value_dtype: str) -> int:
 
 
 def to_wire(values: np.ndarray, value_dtype: str) -> np.ndarray:
-    """float32 values as the unsigned-integer bit patterns that travel (uint32 or uint16)."""
+    """float32 values as the unsigned-integer bit patterns that travel (uint32 or uint16).
+
+    Rounded to nearest even for the narrow types; -0.0 becomes +0.0 (see module docstring).
+    """
     x = np.ascontiguousarray(values, dtype=np.float32)
     if value_dtype == "float32":
-        return x.view(np.uint32)
-    if value_dtype == "float16":
+        bits = x.view(np.uint32)
+        sign = np.uint32(0x80000000)
+    elif value_dtype == "float16":
         # numpy's float32 -> float16 cast rounds to nearest even; overflow to inf is IEEE.
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            return x.astype(np.float16).view(np.uint16)
-    if value_dtype == "bfloat16":
+            bits = x.astype(np.float16).view(np.uint16)
+        sign = np.uint16(0x8000)
+    elif value_dtype == "bfloat16":
         u = x.view(np.uint32)
         # Round to nearest even: add 0x7FFF plus the lowest kept bit, then truncate.
-        rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(
-            16
-        )
+        half = np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))
+        rounded = (u + half) >> np.uint32(16)
         nan = np.isnan(x)
         if nan.any():
             rounded[nan] = (u[nan] >> np.uint32(16)) | np.uint32(0x0040)
-        return rounded.astype(np.uint16)
-    dtype_code(value_dtype)  # raises with the list of valid names
-    raise AssertionError("unreachable")
+        bits = rounded.astype(np.uint16)
+        sign = np.uint16(0x8000)
+    else:
+        dtype_code(value_dtype)  # raises with the list of valid names
+        raise AssertionError("unreachable")
+    negative_zero = bits == sign
+    if negative_zero.any():
+        bits = np.where(negative_zero, bits.dtype.type(0), bits)
+    return bits
 
 
 def from_wire(bits: np.ndarray, value_dtype: str) -> np.ndarray:

@@ -85,7 +85,8 @@ class Dataset:
         if self.task == "classification":
             self._check_labels()
         elif self.task == "regression":
-            if self.num_classes != 0 or self.y_train.dtype != np.float32:
+            floats = self.y_train.dtype == self.y_test.dtype == np.float32
+            if self.num_classes != 0 or not floats:
                 raise InputError(f"{self.name}: regression needs float32 targets and num_classes 0")
         else:
             raise InputError(f"{self.name}: task {self.task!r} is not one of {TASKS}")
@@ -315,13 +316,18 @@ def _unit_images(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- CIFAR
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+# The archive on that page, and the folder it unpacks to.
+_CIFAR_ARCHIVES = {
+    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py"),
+    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python"),
+}
 
 
 @DATASETS.register("cifar10")
 def _cifar10(*, root: str | None, seed: int) -> Dataset:
     """CIFAR-10 python batches (``cifar-10-batches-py``): 50000 + 10000 colour 32x32 images."""
     train = tuple(f"data_batch_{i}" for i in range(1, 6))
-    return _cifar("cifar10", root, "cifar-10-python", train, "test_batch", "labels", 10)
+    return _cifar("cifar10", root, train, "test_batch", "labels", 10)
 
 
 @DATASETS.register("cifar100")
@@ -330,30 +336,22 @@ def _cifar100(*, root: str | None, seed: int, labels: str = "fine") -> Dataset:
     if labels not in ("fine", "coarse"):
         raise InputError(f"cifar100: labels must be 'fine' or 'coarse', got {labels!r}")
     classes = 100 if labels == "fine" else 20
-    return _cifar(
-        "cifar100", root, "cifar-100-python", ("train",), "test", f"{labels}_labels", classes
-    )
+    return _cifar("cifar100", root, ("train",), "test", f"{labels}_labels", classes)
 
 
 def _cifar(
-    name: str,
-    root: str | None,
-    archive: str,
-    train: tuple[str, ...],
-    test: str,
-    key: str,
-    classes: int,
+    name: str, root: str | None, train: tuple[str, ...], test: str, key: str, classes: int
 ) -> Dataset:
-    """Read a CIFAR data set unpacked from ``<archive>.tar.gz``."""
-    # The archives unpack to these folders; accept the folder itself or its parent.
-    folder = {"cifar-10-python": "cifar-10-batches-py"}.get(archive, archive)
+    """Read the python batches of a CIFAR data set, labels under ``key``."""
+    archive, folder = _CIFAR_ARCHIVES[name]
+    # Accept the unpacked folder itself or the folder it was unpacked into.
     dirs = [p for d in candidate_dirs(name, root) for p in (d / folder, d)]
     files = find_files(dirs, (*train, test))
     if files is None:
         searched = ", ".join(str(d) for d in dirs)
         raise InputError(
             f"{name}: {', '.join((*train, test))} not found; searched {searched}; download "
-            f"{archive}.tar.gz from {_CIFAR_URL} and unpack it into {dirs[1]}"
+            f"{archive} from {_CIFAR_URL} and unpack it into {dirs[1]}"
         )
     parts = [read_cifar_batch(files[f], key) for f in train]
     x_test, y_test = read_cifar_batch(files[test], key)
@@ -410,23 +408,22 @@ def _array_file(
     """A data set from arrays ``x_train, y_train, x_test, y_test`` or ``x, y`` in a file.
 
     ``x, y`` are split into train and test by a seeded permutation, ``test_fraction``
-    (default 0.2) of the samples going to test. uint8 inputs are scaled to [0, 1], and
+    (default 0.2) of the samples going to test; a file with its own split ignores
+    ``test_fraction``. uint8 inputs are scaled to [0, 1], and
     ``N x H x W`` inputs get a channel axis. The task is regression when ``y`` is a float
     array, else classification (``task`` overrides), with ``num_classes`` defaulting to
     the largest label plus one. A relative ``path`` is looked up as given, then under root.
     """
     file = _resolve(name, path, root)
-    arrays = read_arrays(file, _ARRAY_NAMES)
-    if all(k in arrays for k in _ARRAY_NAMES[:4]):
-        if test_fraction is not None:
-            raise InputError(f"{name}: {file} has its own test set; drop test_fraction")
+    arrays, available = read_arrays(file, _ARRAY_NAMES)
+    if all(k in arrays for k in _ARRAY_NAMES[:4]):  # the file's own split wins
         x_train, y_train, x_test, y_test = (arrays[k] for k in _ARRAY_NAMES[:4])
     elif "x" in arrays and "y" in arrays:
         x_train, y_train, x_test, y_test = _split(
             name, arrays["x"], arrays["y"], test_fraction, seed
         )
     else:
-        found = ", ".join(arrays) or "none of them"
+        found = ", ".join(available) or "no arrays"
         raise InputError(
             f"{name}: {file} needs arrays x_train, y_train, x_test, y_test (or x, y); found {found}"
         )

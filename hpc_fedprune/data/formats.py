@@ -134,8 +134,11 @@ def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def read_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays among ``names`` that an ``.npz`` or HDF5 file holds at its top level."""
+def read_arrays(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays among ``names`` in an ``.npz`` or HDF5 file, and all the file's names.
+
+    Only the wanted arrays are read; the list of every top-level name is for messages.
+    """
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -144,7 +147,7 @@ def read_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
         import h5py
 
         with h5py.File(path, "r") as h5:
-            return {n: np.asarray(h5[n][()]) for n in names if n in h5}
+            return {n: np.asarray(h5[n][()]) for n in names if n in h5}, list(h5)
     try:
         npz = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -153,6 +156,6 @@ def read_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: neither an npz nor an HDF5 file")
     with npz:
         try:
-            return {n: npz[n] for n in names if n in npz.files}
+            return {n: npz[n] for n in names if n in npz.files}, list(npz.files)
         except ValueError as e:  # object arrays, which would need pickle
             raise InputError(f"{path}: {e}") from None

@@ -22,7 +22,9 @@ Schemes (``partition_schemes()``; the options are keyword arguments of ``partiti
     slice of one class, and each client holds ``classes_per_client`` shards of *distinct*
     classes, so it sees exactly that many labels. (McMahan's random deal can give a client
     two shards of one class, or a shard that straddles two classes.) Classes get shards in
-    proportion to their size, at most one per client.
+    proportion to their size, at most one per client, and at least one each when there
+    are enough shards, so that every sample is used; with fewer shards than classes, the
+    largest classes get them and the others' samples are left out.
 ``quantity_skew`` (``power=1.5``, ``sizes=None``)
     Clients of unequal size with IID labels: client ``k`` gets a share proportional to
     ``(k + 1) ** -power`` (client 0 the largest; ``power=0`` gives equal sizes), or to
@@ -277,18 +279,19 @@ def _dhondt(
 ) -> np.ndarray:
     """Split ``total`` seats in proportion to ``sizes`` (D'Hondt), seat ``j`` at most ``caps[j]``.
 
-    Ties are broken at random, so that with equal classes and fewer shards than classes
-    it is not always the lowest labels that get them.
+    When there are at least as many seats as parties, every party first gets one (so
+    that shards use every class, and so every sample). Ties are broken at random, so that
+    with fewer seats than equal parties it is not always the lowest labels that win.
     """
-    seats = np.zeros(len(sizes), dtype=np.int64)
+    seats = np.full(len(sizes), 1 if total >= len(sizes) else 0, dtype=np.int64)
     tiebreak = rng.random(len(sizes))
     heap = [
-        (-float(s), t, j)
-        for j, (s, t) in enumerate(zip(sizes, tiebreak, strict=True))
-        if caps[j] > 0
+        (-sizes[j] / (seats[j] + 1), tiebreak[j], j)
+        for j in range(len(sizes))
+        if seats[j] < caps[j]
     ]
     heapq.heapify(heap)
-    for _ in range(total):
+    for _ in range(total - int(seats.sum())):
         _, t, j = heapq.heappop(heap)
         seats[j] += 1
         if seats[j] < caps[j]:

@@ -96,9 +96,10 @@ def _draw_images(
     left = rng.integers(0, 2 * MAX_SHIFT + 1, n)
     rows = (top[:, None] + np.arange(height))[:, None, :, None]
     cols = (left[:, None] + np.arange(width))[:, None, None, :]
-    x = prototypes[
-        labels[:, None, None, None], np.arange(channels)[None, :, None, None], rows, cols
-    ]
+    channel = np.arange(channels)[None, :, None, None]
+    x = prototypes[labels[:, None, None, None], channel, rows, cols]
+    # Zero mean per crop: otherwise mean brightness alone would tell classes apart a bit.
+    x -= x.mean(axis=(-2, -1), keepdims=True)
     x *= rng.uniform(0.7, 1.3, (n, 1, 1, 1)).astype(np.float32)  # contrast
     x += (noise * DISTRACTOR) * _smooth_field(rng, (n, channels, height, width), sigma)
     x += (noise * WHITE_NOISE) * rng.standard_normal(x.shape, dtype=np.float32)

@@ -32,7 +32,8 @@ __all__ = [
 
 def _features_out(features: nn.Module, input_shape: Sequence[int], model: str) -> torch.Size:
     """Output shape (without batch) of ``features`` for one input, by a meta-device dry run."""
-    x = torch.empty((1, *input_shape), device="meta")
+    # Batch of 2: BatchNorm in training mode refuses a single value per channel.
+    x = torch.empty((2, *input_shape), device="meta")
     try:
         return features(x).shape[1:]
     except (RuntimeError, ValueError) as exc:

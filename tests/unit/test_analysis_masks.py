@@ -31,7 +31,9 @@ from tests.unit.runfile_factory import (
 
 @pytest.fixture(scope="module")
 def known_run(tmp_path_factory: pytest.TempPathFactory):
-    return load_run(write_run(tmp_path_factory.mktemp("known") / "r", client_rows=KNOWN_CLIENT_ROWS))
+    return load_run(
+        write_run(tmp_path_factory.mktemp("known") / "r", client_rows=KNOWN_CLIENT_ROWS)
+    )
 
 
 def test_per_record_counts_match_the_hand_worked_history(known_run) -> None:

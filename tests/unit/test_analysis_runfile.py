@@ -52,7 +52,9 @@ def test_iter_masks_yields_each_record_unpacked_to_its_shape(tmp_path: Path) -> 
     for i, rec in enumerate(records):
         for name, rows in KNOWN_MASKS.items():
             got = rec.mask(name)
-            assert got.shape == run.mask_tensors[[t.name for t in run.mask_tensors].index(name)].shape
+            assert (
+                got.shape == run.mask_tensors[[t.name for t in run.mask_tensors].index(name)].shape
+            )
             np.testing.assert_array_equal(got.ravel(), rows[i])
 
 

@@ -136,8 +136,10 @@ def test_synthetic_is_class_conditional_but_not_trivial():
 def test_synthetic_labels_are_not_readable_from_the_mean_intensity():
     # A shortcut feature would make the task trivial for any model.
     ds = small_synthetic()
-    per_class = [ds.x_train[ds.y_train == c].mean() for c in range(10)]
-    assert np.ptp(per_class) < 0.1
+    brightness = ds.x_train.mean(axis=(1, 2, 3))
+    per_class = [brightness[ds.y_train == c].mean() for c in range(10)]
+    # Class averages of 40 samples each: spread like noise (std / sqrt(40)), no more.
+    assert np.std(per_class) < 2 * brightness.std() / np.sqrt(40)
 
 
 def test_synthetic_other_shapes_and_classes():
@@ -316,7 +318,8 @@ def test_missing_cifar_says_where_to_get_it(tmp_path):
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(path, **arrays)
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)
 
 
 def write_hdf5(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -380,3 +383,21 @@ def test_array_file_errors(tmp_path):
     (tmp_path / "junk").write_bytes(b"not an archive")
     with pytest.raises(InputError, match="neither an npz nor an HDF5"):
         load_dataset("hdf5", root=None, seed=0, path=str(tmp_path / "junk"))
+
+
+def test_a_file_with_its_own_split_ignores_test_fraction(tmp_path):
+    arrays = {"x_train": np.zeros((4, 3)), "y_train": np.arange(4), "x_test": np.ones((2, 3))}
+    write_hdf5(tmp_path / "own.h5", arrays | {"y_test": np.array([0, 1]), "x": np.zeros((9, 3))})
+    ds = load_dataset("hdf5", root=None, seed=0, path=str(tmp_path / "own.h5"), test_fraction=0.5)
+    assert (len(ds.x_train), len(ds.x_test)) == (4, 2)
+
+
+def test_dataset_rejects_inconsistent_arrays():
+    x, y = np.zeros((3, 1, 2, 2), np.float32), np.zeros(3, np.int64)
+    with pytest.raises(InputError, match="3 inputs but y_test"):
+        Dataset(x, y, x, y[:2], "classification", 2, "bad")
+    with pytest.raises(InputError, match="outside"):
+        Dataset(x, y + 2, x, y, "classification", 2, "bad")
+    with pytest.raises(InputError, match="float32 targets"):
+        Dataset(x, y.astype(np.float32), x, y, "regression", 0, "bad")
+    assert Dataset(x, y, x, y, "classification", 1, "ok").input_shape == (1, 2, 2)

@@ -1,0 +1,506 @@
+"""Sums of the ranks' int64 accumulators over MPI: sparse methods, dense, and a chooser.
+
+Every rank holds the fixed-point sum of its clients' contributions (:mod:`.exact`), dense
+(int64, length ``n``) or sparse (sorted int64 indices, int64 values). :func:`reduce_sum`
+returns the global sum on ``root`` (or on every rank), by one of:
+
+``dense``    plain int64 ``Allreduce``/``Reduce`` of ``n`` words.
+``shared``   every rank works under the same known support (``shared_support``): the values
+             at those positions, in that order, need no indices; a dense int64 reduction of
+             ``K`` words.
+``op``       a user-defined MPI op that merge-sums packed ``[header | indices | values]``
+             buffers; capacity agreed first (``min(n, sum of nnz)``), and the buffer passed as
+             ONE element of a contiguous derived datatype so no MPI library can split it.
+``gatherv``  compressed ``(values, uint32 indices)`` gathered to root (``Allgatherv`` when
+             every rank needs the sum), then a k-way merge.
+``union``    OR-reduce of the bit-packed supports, then a dense int64 sum over the union.
+``auto``     chooses from quantities every rank knows (``n``, the gathered nnz counts, the
+             shared support), so all ranks choose the same (see :func:`choose_method`).
+
+Results are exact and identical on every rank that receives them, whatever the method.
+:func:`broadcast_model` (from :mod:`.broadcast`) sends the new model and mask back out.
+
+Byte accounting (``ReduceStats.mpi_bytes``) counts the payload this rank hands to MPI or
+gets from it: Allreduce of c bytes = c sent + c received; Reduce = c sent by non-roots, c
+received by root; (All)Gatherv = own block sent, the other ranks' blocks received; Bcast =
+c sent by root, c received by the others. It is what an ideal algorithm must move; MPI's
+internal trees and rings forward some of it more than once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from mpi4py import MPI
+
+from . import sparse
+from .broadcast import BroadcastStats, broadcast_model
+from .sparse import SparseVec
+
+__all__ = [
+    "METHODS",
+    "BroadcastStats",
+    "ReduceStats",
+    "SparseVec",
+    "broadcast_model",
+    "choose_method",
+    "reduce_sum",
+    "support_indices",
+]
+
+METHODS = ("auto", "dense", "shared", "op", "gatherv", "union")
+
+# Crossovers measured with benchmarks/sparse_reduce.py (see benchmarks/README.md).
+# Below this many entries the extra nnz round trip of a sparse method costs more than it saves.
+SMALL_N = 32_768
+# Random supports: sparse wins while the sum of the ranks' nnz stays below this share of n.
+GATHERV_MAX_DENSITY = 0.05
+UNION_MAX_DENSITY = 0.20
+# Shared support: reducing K of n words beats n words up to about this density.
+SHARED_MAX_DENSITY = 0.75
+
+
+@dataclass(frozen=True)
+class ReduceStats:
+    """What one reduction did on this rank.
+
+    Attributes
+    ----------
+    method : str
+        The method that ran ('serial' on one rank).
+    bytes_sent, bytes_recv : int
+        Payload this rank handed to MPI / got from MPI (see the module docstring).
+    nnz_sum : int
+        Sum of the ranks' non-zero counts (an upper bound on the union); -1 if not gathered.
+    seconds : float
+        Wall time of the call on this rank.
+    packed_bytes : int
+        Size of the agreed packed buffer ('op' only, else 0).
+    op_buffer_bytes : tuple of int
+        Size of every (inbuf, inoutbuf) the user op received on this rank, flattened
+        ('op' only): each must equal ``packed_bytes``.
+    """
+
+    method: str
+    bytes_sent: int = 0
+    bytes_recv: int = 0
+    nnz_sum: int = -1
+    seconds: float = 0.0
+    packed_bytes: int = 0
+    op_buffer_bytes: tuple[int, ...] = field(default=())
+
+    @property
+    def mpi_bytes(self) -> int:
+        """Bytes this rank sent plus received through MPI."""
+        return self.bytes_sent + self.bytes_recv
+
+
+class _Tally:
+    """Payload bytes of one call, by the accounting rule of the module docstring."""
+
+    def __init__(self, comm: MPI.Comm):
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.sent = 0
+        self.recv = 0
+
+    def allreduce(self, nbytes: int) -> None:
+        self.sent += nbytes
+        self.recv += nbytes
+
+    def reduce(self, nbytes: int, root: int) -> None:
+        if self.rank == root:
+            self.recv += nbytes
+        else:
+            self.sent += nbytes
+
+    def gather(self, counts: Sequence[int], root: int | None) -> None:
+        """Gatherv to ``root`` of per-rank byte ``counts``; ``root=None``: Allgatherv."""
+        mine = int(counts[self.rank])
+        others = int(sum(counts)) - mine
+        if root is None:
+            self.sent += mine
+            self.recv += others
+        elif self.rank == root:
+            self.recv += others
+        else:
+            self.sent += mine
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class _Input:
+    """A rank's accumulator, dense or sparse, converted lazily to the form a method needs."""
+
+    def __init__(self, acc: np.ndarray | tuple[np.ndarray, np.ndarray], n: int | None):
+        if isinstance(acc, np.ndarray):
+            if acc.ndim != 1 or acc.dtype != np.int64:
+                raise ValueError(f"a dense accumulator must be 1-D int64, got {acc.dtype}")
+            if n is not None and n != acc.size:
+                raise ValueError(f"n={n} but the dense accumulator has {acc.size} entries")
+            self.n = int(acc.size)
+            self._dense: np.ndarray | None = acc
+            self._sparse: SparseVec | None = None
+        else:
+            if n is None:
+                raise ValueError("a sparse accumulator needs n")
+            self.n = int(n)
+            self._dense = None
+            self._sparse = sparse.check(acc, self.n)
+        self._nnz: int | None = None
+
+    @property
+    def dense(self) -> np.ndarray:
+        if self._dense is None:
+            self._dense = sparse.to_dense(self._sparse, self.n)
+        return self._dense
+
+    @property
+    def sparse(self) -> SparseVec:
+        if self._sparse is None:
+            self._sparse = sparse.from_dense(self._dense)
+        return self._sparse
+
+    @property
+    def nnz(self) -> int:
+        """Entries to send: the non-zeros of a dense input, every entry of a sparse one."""
+        if self._nnz is None:
+            if self._sparse is not None:
+                self._nnz = int(self._sparse.indices.size)
+            else:
+                self._nnz = int(np.count_nonzero(self._dense))
+        return self._nnz
+
+    def at(self, support: np.ndarray) -> np.ndarray:
+        """int64 values at the positions ``support`` (sorted); non-zeros elsewhere are an error."""
+        if self._dense is not None:
+            vals = self._dense[support]
+            if int(np.count_nonzero(vals)) != self.nnz:
+                raise ValueError("the accumulator has non-zeros outside shared_support")
+            return vals
+        vec = self._sparse
+        if vec.indices.size == support.size and np.array_equal(vec.indices, support):
+            return vec.values
+        out = np.zeros(support.size, dtype=np.int64)
+        pos = np.searchsorted(support, vec.indices)
+        inside = pos < support.size
+        inside[inside] = support[pos[inside]] == vec.indices[inside]
+        if not inside.all():
+            raise ValueError("the accumulator has entries outside shared_support")
+        out[pos] = vec.values
+        return out
+
+
+def support_indices(mask_or_indices: np.ndarray, n: int) -> np.ndarray:
+    """Sorted int64 positions from a bool mask of length ``n`` or from an index array.
+
+    Pass indices (computed once per mask) to keep the shared path O(K) per call.
+    """
+    arr = np.asarray(mask_or_indices)
+    if arr.dtype == np.bool_:
+        if arr.shape != (n,):
+            raise ValueError(f"shared_support mask has shape {arr.shape}, expected ({n},)")
+        return np.flatnonzero(arr)
+    return sparse.check((arr, np.zeros(arr.size, dtype=np.int64)), n).indices
+
+
+# --------------------------------------------------------------------------- choice
+
+
+def choose_method(
+    n: int, size: int, *, nnz_sum: int | None, shared_k: int | None, to_all: bool
+) -> str:
+    """The method ``auto`` runs; a function of globally known quantities only.
+
+    Parameters
+    ----------
+    n : int
+        Vector length.
+    size : int
+        Number of ranks.
+    nnz_sum : int or None
+        Sum of the ranks' nnz (None before it is gathered).
+    shared_k : int or None
+        Size of the shared support, when there is one.
+    to_all : bool
+        Whether every rank needs the sum.
+
+    Returns
+    -------
+    str
+        'dense', 'shared', 'gatherv', 'union', or 'nnz' (gather the counts first, then ask
+        again with ``nnz_sum``).
+    """
+    if n < SMALL_N:
+        return "dense"
+    if shared_k is not None:
+        return "shared" if shared_k <= SHARED_MAX_DENSITY * n else "dense"
+    if nnz_sum is None:
+        return "nnz"
+    density = nnz_sum / n
+    if density <= GATHERV_MAX_DENSITY:
+        return "gatherv"
+    if density <= UNION_MAX_DENSITY:
+        return "union"
+    return "dense"
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _reduce_words(
+    comm: MPI.Comm, send: np.ndarray, root: int, to_all: bool, tally: _Tally
+) -> np.ndarray | None:
+    """Exact int64 SUM of equal-length vectors (Allreduce or Reduce)."""
+    send = np.ascontiguousarray(send, dtype=np.int64)
+    if to_all:
+        out = np.empty_like(send)
+        comm.Allreduce(send, out, op=MPI.SUM)
+        tally.allreduce(send.nbytes)
+        return out
+    out = np.empty_like(send) if comm.Get_rank() == root else None
+    comm.Reduce(send, out, op=MPI.SUM, root=root)
+    tally.reduce(send.nbytes, root)
+    return out
+
+
+def _dense(comm, inp: _Input, root, to_all, tally) -> SparseVec | np.ndarray | None:
+    return _reduce_words(comm, inp.dense, root, to_all, tally)
+
+
+def _shared(comm, inp: _Input, support: np.ndarray, root, to_all, tally) -> SparseVec | None:
+    total = _reduce_words(comm, inp.at(support), root, to_all, tally)
+    return None if total is None else SparseVec(support, total)
+
+
+class _MergeOp:
+    """The user op: merge-sum of two packed buffers, checking that each arrived whole."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.seen: list[int] = []
+        self.errors: list[str] = []
+
+    def __call__(self, inbuf, inoutbuf, datatype) -> None:
+        a = np.frombuffer(inbuf, dtype=np.int64)
+        b = np.frombuffer(inoutbuf, dtype=np.int64)
+        self.seen.extend((a.nbytes, b.nbytes))
+        if not (sparse.packed_ok(a, self.capacity) and sparse.packed_ok(b, self.capacity)):
+            # Never raise inside MPI: record, and the caller raises after the collective.
+            self.errors.append(f"user op got {a.nbytes}/{b.nbytes}-byte pieces of a buffer")
+            return
+        try:
+            sparse.merge_packed_into(a, b)
+        except Exception as exc:  # noqa: BLE001 - reported after the collective
+            self.errors.append(repr(exc))
+
+
+def _op(comm, inp: _Input, nnz_sum: int, root, to_all, tally) -> tuple[SparseVec | None, _MergeOp]:
+    capacity = min(inp.n, nnz_sum)
+    merge = _MergeOp(capacity)
+    packed = sparse.pack(inp.sparse, capacity)
+    op = MPI.Op.Create(merge, commute=True)
+    whole = MPI.BYTE.Create_contiguous(packed.nbytes).Commit()
+    try:
+        out = np.empty_like(packed) if (to_all or comm.Get_rank() == root) else None
+        if to_all:
+            comm.Allreduce([packed, 1, whole], [out, 1, whole], op=op)
+            tally.allreduce(packed.nbytes)
+        else:
+            recv = [out, 1, whole] if out is not None else None
+            comm.Reduce([packed, 1, whole], recv, op=op, root=root)
+            tally.reduce(packed.nbytes, root)
+    finally:
+        whole.Free()
+        op.Free()
+    if merge.errors:
+        raise RuntimeError("sparse reduction op failed: " + "; ".join(merge.errors[:3]))
+    if out is None:
+        return None, merge
+    if not sparse.packed_ok(out, capacity):
+        raise RuntimeError("sparse reduction returned a malformed packed buffer")
+    total = sparse.unpack(out)
+    return SparseVec(total.indices.copy(), total.values.copy()), merge
+
+
+def _block_bytes(m: int) -> int:
+    """Gatherv block of m entries: int64 values, uint32 indices, padded to 8 bytes."""
+    return 8 * m + 8 * ((m + 1) // 2)
+
+
+def _gatherv(comm, inp: _Input, counts: np.ndarray, root, to_all, tally) -> SparseVec | None:
+    rank = comm.Get_rank()
+    vec = inp.sparse
+    m = int(vec.indices.size)
+    block = np.zeros(_block_bytes(m), dtype=np.uint8)
+    block[: 8 * m] = vec.values.view(np.uint8)
+    block[8 * m : 12 * m] = vec.indices.astype("<u4").view(np.uint8)
+    sizes = np.array([_block_bytes(int(c)) for c in counts], dtype=np.int64)
+    displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    if to_all:
+        recv = np.empty(int(sizes.sum()), dtype=np.uint8)
+        comm.Allgatherv([block, MPI.BYTE], [recv, sizes, displs, MPI.BYTE])
+        tally.gather(sizes.tolist(), None)
+    else:
+        recv = np.empty(int(sizes.sum()), dtype=np.uint8) if rank == root else None
+        spec = [recv, sizes, displs, MPI.BYTE] if rank == root else None
+        comm.Gatherv([block, MPI.BYTE], spec, root=root)
+        tally.gather(sizes.tolist(), root)
+        if rank != root:
+            return None
+    parts = []
+    for start, c in zip(displs.tolist(), counts.tolist(), strict=True):
+        c = int(c)
+        vals = recv[start : start + 8 * c].view(np.int64)
+        idx = recv[start + 8 * c : start + 12 * c].view("<u4").astype(np.int64)
+        parts.append(SparseVec(idx, vals))
+    return sparse.merge_sum(parts)
+
+
+def _union(comm, inp: _Input, root, to_all, tally) -> SparseVec | None:
+    from .bitpack import bitmap_to_indices, indices_to_bitmap
+
+    vec = inp.sparse
+    bitmap = indices_to_bitmap(vec.indices, inp.n)
+    union_bits = np.empty_like(bitmap)
+    comm.Allreduce(bitmap, union_bits, op=MPI.BOR)
+    tally.allreduce(bitmap.nbytes)
+    union = bitmap_to_indices(union_bits, inp.n)
+    values = np.zeros(union.size, dtype=np.int64)
+    values[np.searchsorted(union, vec.indices)] = vec.values
+    total = _reduce_words(comm, values, root, to_all, tally)
+    return None if total is None else SparseVec(union, total)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def reduce_sum(
+    comm: MPI.Comm,
+    acc: np.ndarray | tuple[np.ndarray, np.ndarray],
+    *,
+    n: int | None = None,
+    method: str = "auto",
+    root: int = 0,
+    to_all: bool = False,
+    shared_support: np.ndarray | None = None,
+    out: str = "dense",
+) -> tuple[np.ndarray | SparseVec | None, ReduceStats]:
+    """Exact global sum of every rank's int64 accumulator.
+
+    Collective: every rank calls it with the same ``n``, ``method``, ``root``, ``to_all``,
+    ``out`` and (if any) the same ``shared_support``.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        The communicator (explicit, never a global).
+    acc : numpy.ndarray or (indices, values)
+        Dense int64 vector of length ``n``, or sorted unique int64 indices with int64 values.
+    n : int, optional
+        Vector length; required for a sparse ``acc``.
+    method : str
+        One of :data:`METHODS`.
+    root : int
+        Rank that receives the sum when ``to_all`` is False.
+    to_all : bool
+        Every rank receives the sum.
+    shared_support : numpy.ndarray, optional
+        The support every rank works under (bool mask of length ``n`` or sorted indices;
+        indices keep the call O(K)); enables 'shared'. Non-zeros outside it raise ValueError.
+    out : {'dense', 'sparse'}
+        Dense int64 vector, or a :class:`SparseVec` of the non-zero sums only.
+
+    Returns
+    -------
+    (numpy.ndarray or SparseVec or None, ReduceStats)
+        The sum (None on ranks that receive none) and what the call cost on this rank.
+    """
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if out not in ("dense", "sparse"):
+        raise ValueError(f"out must be 'dense' or 'sparse', got {out!r}")
+    inp = _Input(acc, n)
+    support = None if shared_support is None else support_indices(shared_support, inp.n)
+    size, rank = comm.Get_size(), comm.Get_rank()
+    tally = _Tally(comm)
+
+    if size == 1:
+        # Serial fast path: the sum is the input; no MPI call at all.
+        if support is not None:
+            inp.at(support)  # same validation as the parallel path
+        result: np.ndarray | SparseVec | None = inp.dense if out == "dense" else inp.sparse
+        if out == "dense":
+            result = result.copy() if result is acc else result
+        else:
+            result = sparse.nonzero_only(SparseVec(result.indices.copy(), result.values.copy()))
+        return result, _stats("serial", tally, -1, start)
+
+    chosen = method
+    nnz_sum = -1
+    counts = None
+    if method == "auto":
+        chosen = choose_method(
+            inp.n,
+            size,
+            nnz_sum=None,
+            shared_k=None if support is None else int(support.size),
+            to_all=to_all,
+        )
+    if chosen in ("nnz", "op", "gatherv"):
+        counts = np.empty(size, dtype=np.int64)
+        comm.Allgather(np.array([inp.nnz], dtype=np.int64), counts)
+        tally.gather([8] * size, None)
+        nnz_sum = int(counts.sum())
+        if chosen == "nnz":
+            chosen = choose_method(inp.n, size, nnz_sum=nnz_sum, shared_k=None, to_all=to_all)
+
+    receives = to_all or rank == root
+    merge = None
+    if chosen == "shared":
+        if support is None:
+            raise ValueError("method 'shared' needs shared_support")
+        total = _shared(comm, inp, support, root, to_all, tally)
+    elif chosen == "dense":
+        total = _dense(comm, inp, root, to_all, tally)
+    elif chosen == "op":
+        total = None
+        if nnz_sum > 0:
+            total, merge = _op(comm, inp, nnz_sum, root, to_all, tally)
+        elif receives:
+            total = sparse.empty()
+    elif chosen == "gatherv":
+        total = _gatherv(comm, inp, counts, root, to_all, tally)
+    else:  # union
+        total = _union(comm, inp, root, to_all, tally)
+
+    result = None
+    if receives:
+        if out == "dense":
+            result = total if isinstance(total, np.ndarray) else sparse.to_dense(total, inp.n)
+        else:
+            vec = sparse.from_dense(total) if isinstance(total, np.ndarray) else total
+            result = sparse.nonzero_only(vec)
+    extra = {}
+    if merge is not None:
+        extra = {
+            "packed_bytes": 8 * sparse.packed_words(merge.capacity),
+            "op_buffer_bytes": tuple(merge.seen),
+        }
+    return result, _stats(chosen, tally, nnz_sum, start, **extra)
+
+
+def _stats(method, tally, nnz_sum, start, **extra) -> ReduceStats:
+    return ReduceStats(
+        method=method,
+        bytes_sent=tally.sent,
+        bytes_recv=tally.recv,
+        nnz_sum=nnz_sum,
+        seconds=time.perf_counter() - start,
+        **extra,
+    )
