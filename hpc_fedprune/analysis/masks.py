@@ -94,8 +94,16 @@ def compare_packed(prev: np.ndarray, cur: np.ndarray) -> PairCounts:
     )
 
 
-def stable_after(rounds: Sequence[int], changed: Sequence[bool]) -> int | None:
+def stable_after(
+    rounds: Sequence[int], changed: Sequence[bool], rounds_done: int | None = None
+) -> int | None:
     """The round after which a mask stopped changing.
+
+    The simulator writes a mask record in round 1 and in every round where the mask may
+    have changed, so a completed round without a record is a round in which the mask held
+    still. The mask is therefore stable after the last record that differs from its
+    predecessor, provided something shows it held after that: a later identical record, or
+    later completed rounds without a record.
 
     Parameters
     ----------
@@ -103,19 +111,23 @@ def stable_after(rounds: Sequence[int], changed: Sequence[bool]) -> int | None:
         Round of each record.
     changed : sequence of bool
         ``changed[i]``: record i differs from record i-1 (``changed[0]`` is ignored).
+    rounds_done : int, optional
+        Last completed round of the run; default: the last record's round.
 
     Returns
     -------
     int or None
-        The round of the last record that differed from its predecessor (the first record
-        if none did). None when the last record itself changed, or when there are fewer than
-        two records: there is no later record to show the mask held still.
+        The round of the last change (of the first record if nothing changed), or None when
+        the mask changed in the last completed round (or nothing shows it held).
     """
     n = len(rounds)
-    if n < 2:
+    if n == 0:
         return None
     last_change = max((i for i in range(1, n) if changed[i]), default=0)
-    return None if last_change == n - 1 else int(rounds[last_change])
+    done = int(rounds[-1]) if rounds_done is None else max(int(rounds_done), int(rounds[-1]))
+    held_in_file = last_change < n - 1
+    held_after_file = done > int(rounds[-1])
+    return int(rounds[last_change]) if held_in_file or held_after_file else None
 
 
 def gram_and_histogram(packed: np.ndarray, numel: int) -> tuple[np.ndarray, np.ndarray]:
@@ -272,6 +284,9 @@ class MaskHistory:
         One entry per record, over all tensors together.
     summaries : dict of str to MaskTensorSummary
         Per tensor name, and `OVERALL` for all together.
+    rounds_done : int
+        Last completed round of the run (at least the last record's round); the last
+        record's mask holds until then.
     """
 
     rounds: np.ndarray
@@ -279,6 +294,7 @@ class MaskHistory:
     per_tensor: list[MaskRecordStats]
     overall: list[MaskRecordStats]
     summaries: dict[str, MaskTensorSummary]
+    rounds_done: int
 
     def sparsity_matrix(self) -> np.ndarray:
         """Sparsity as an array ``(len(tensors), len(rounds))``, for heat maps."""
@@ -355,13 +371,16 @@ def mask_history(run: Run) -> MaskHistory | None:
     """
     if not run.has_masks:
         return None
-    return mask_history_from_records(run.mask_tensors, run.iter_masks())
+    return mask_history_from_records(run.mask_tensors, run.iter_masks(), run.rounds_done)
 
 
 def mask_history_from_records(
-    tensors: Sequence[MaskTensor], records: Iterable[MaskRecord]
+    tensors: Sequence[MaskTensor], records: Iterable[MaskRecord], rounds_done: int | None = None
 ) -> MaskHistory:
-    """`mask_history` over any iterable of records (for tests and other readers)."""
+    """`mask_history` over any iterable of records (for tests and other readers).
+
+    ``rounds_done`` is the run's last completed round (default: the last record's round).
+    """
     trackers = [_TensorTracker(t) for t in tensors]
     per_tensor: list[MaskRecordStats] = []
     overall: list[MaskRecordStats] = []
@@ -383,7 +402,7 @@ def mask_history_from_records(
             final_sparsity=tr.last.sparsity if tr.last else float("nan"),
             total_pruned=tr.total_pruned,
             total_regrown=tr.total_regrown,
-            stable_after_round=stable_after(rounds, tr.changed),
+            stable_after_round=stable_after(rounds, tr.changed, rounds_done),
             ever_regrown=popcount(tr.ever_regrown),
         )
     overall_changed = [False] + [(s.hamming or 0) > 0 for s in overall[1:]]
@@ -396,7 +415,7 @@ def mask_history_from_records(
         final_sparsity=overall[-1].sparsity if overall else float("nan"),
         total_pruned=sum(tr.total_pruned for tr in trackers),
         total_regrown=sum(tr.total_regrown for tr in trackers),
-        stable_after_round=stable_after(rounds, overall_changed),
+        stable_after_round=stable_after(rounds, overall_changed, rounds_done),
         ever_regrown=sum(popcount(tr.ever_regrown) for tr in trackers),
     )
     return MaskHistory(
@@ -405,6 +424,7 @@ def mask_history_from_records(
         per_tensor=per_tensor,
         overall=overall,
         summaries=summaries,
+        rounds_done=max([rounds_done or 0, *rounds[-1:]]),
     )
 
 

@@ -326,12 +326,12 @@ def _plural(n: int, word: str) -> str:
 def _masks_line(h: MaskHistory) -> str:
     o = h.summaries[OVERALL]
     span = f"round {o.first_round}" if o.records == 1 else f"rounds {o.first_round}-{o.last_round}"
-    if o.records < 2:
-        stable = "one record, so no changes to report"
-    elif o.stable_after_round is not None:
+    if o.stable_after_round is not None:
         stable = f"unchanged after round {o.stable_after_round}"
+    elif o.records < 2:
+        stable = "a single record"
     else:
-        stable = "still changing at the last record"
+        stable = "still changing in the last round"
     return (
         f"{_plural(o.records, 'record')} ({span}) of {_plural(len(h.tensors), 'tensor')}; "
         f"{stable}; {format_percent(o.ever_regrown_fraction, 2)} of weights ever regrown"

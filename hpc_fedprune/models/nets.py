@@ -3,8 +3,8 @@
 Every network registers its modules in forward order (so a tensor's ``layer`` index in the
 flat layout tells first from last layer) and ends in ``num_outputs`` units; a regression
 network (``regression=True``) has one output and returns shape ``(batch,)``. Sizes that
-depend on the input (the first linear layer after the convolutions) are found by a dry run
-on the ``meta`` device, which costs no memory and no arithmetic.
+depend on the input (the first linear layer after the convolutions) are computed from the
+layer hyperparameters (`_out_shape`) before any weight exists.
 """
 
 from __future__ import annotations
@@ -30,16 +30,62 @@ __all__ = [
 ]
 
 
-def _features_out(features: nn.Module, input_shape: Sequence[int], model: str) -> torch.Size:
-    """Output shape (without batch) of ``features`` for one input, by a meta-device dry run."""
-    # Batch of 2: BatchNorm in training mode refuses a single value per channel.
-    x = torch.empty((2, *input_shape), device="meta")
+def _tuple(value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
+
+
+def _window(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of one sample after ``module`` (channels first), by arithmetic.
+
+    Arithmetic rather than a dry run: a dry run on the ``meta`` device costs about two
+    seconds of imports in every process, and one on real tensors would need real weights.
+    """
+    if hasattr(module, "out_shape"):
+        return module.out_shape(shape)
+    if isinstance(module, nn.Sequential):
+        for child in module:
+            shape = _out_shape(child, shape)
+        return shape
+    if isinstance(module, (nn.modules.conv._ConvNd, nn.modules.pooling._MaxPoolNd)):
+        spatial = shape[1:]
+        n = len(spatial)
+        kernel = _tuple(module.kernel_size, n)
+        stride = _tuple(module.stride or module.kernel_size, n)
+        padding = _tuple(module.padding, n)
+        dilation = _tuple(module.dilation, n)
+        out = tuple(map(_window, spatial, kernel, stride, padding, dilation))
+        channels = getattr(module, "out_channels", shape[0])
+        shape = (channels, *out)
+    elif isinstance(module, nn.modules.pooling._AdaptiveAvgPoolNd):
+        n = len(shape) - 1
+        target = _tuple(module.output_size, n)
+        shape = (shape[0], *(s if t is None else t for s, t in zip(shape[1:], target)))
+    elif isinstance(module, nn.Flatten):
+        return (math.prod(shape),)
+    elif isinstance(module, nn.modules.instancenorm._InstanceNorm):
+        if math.prod(shape[1:]) <= 1:
+            raise InputError(f"instance norm needs more than one spatial element, got {shape}")
+    elif not isinstance(
+        module, (nn.ReLU, nn.Identity, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+    ):
+        raise TypeError(f"_out_shape does not know {type(module).__name__}")
+    if any(s < 1 for s in shape):
+        raise InputError(f"feature map shrinks to {shape}")
+    return shape
+
+
+def _features_out(features: nn.Module, input_shape: Sequence[int], model: str) -> tuple[int, ...]:
+    """Shape of one sample after ``features``; `InputError` if the input is too small."""
     try:
-        return features(x).shape[1:]
-    except (RuntimeError, ValueError) as exc:
+        return _out_shape(features, tuple(input_shape))
+    except InputError as exc:
         raise InputError(
             f"model {model!r} does not fit input shape {tuple(input_shape)}: {exc}"
-        ) from exc
+        ) from None
 
 
 def _finish(out: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -254,6 +300,10 @@ class _BasicBlock(nn.Module):
                 nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
                 _norm2d(norm, c_out, groups),
             )
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape after the block (used by `_out_shape`)."""
+        return _out_shape(nn.Sequential(self.conv1, self.conv2), shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

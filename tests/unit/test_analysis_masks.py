@@ -25,6 +25,7 @@ from tests.unit.runfile_factory import (
     KNOWN_CLIENT_ANSWERS,
     KNOWN_CLIENT_ROWS,
     KNOWN_MASK_ROUNDS,
+    default_metrics,
     write_run,
 )
 
@@ -96,17 +97,33 @@ def test_run_without_masks_has_no_history(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("changed", "want"),
+    ("changed", "done", "want"),
     [
-        ([False, True, True, False, False], 6),  # last change at the 3rd record (round 6)
-        ([False, False, False, False, False], 2),  # never changed: stable from the first
-        ([False, False, False, False, True], None),  # changed at the last record
-        ([False], None),  # one record proves nothing
+        ([False, True, True, False, False], None, 6),  # last change at the 3rd record
+        ([False, False, False, False, False], None, 2),  # never changed: stable from the first
+        ([False, False, False, False, True], None, None),  # changed in the last round
+        ([False, False, False, False, True], 10, None),
+        # Rounds 11 and 12 completed without a record: the mask held still.
+        ([False, False, False, False, True], 12, 10),
+        ([False], None, None),  # one record, nothing after it
+        ([False], 5, 2),
+        ([], 5, None),
     ],
 )
-def test_stable_after(changed: list[bool], want: int | None) -> None:
+def test_stable_after(changed: list[bool], done: int | None, want: int | None) -> None:
     rounds = [2, 4, 6, 8, 10][: len(changed)]
-    assert stable_after(rounds, changed) == want
+    assert stable_after(rounds, changed, done) == want
+
+
+def test_rounds_after_the_last_record_count_as_unchanged(tmp_path: Path) -> None:
+    # 10 rounds done, last mask record in round 8: nothing was recorded in rounds 9-10
+    # because the mask did not change.
+    run = load_run(write_run(tmp_path / "r", metrics=default_metrics(10)))
+    h = mask_history(run)
+    assert h is not None and h.rounds_done == 10
+    assert h.summaries["fc.weight"].stable_after_round == 8
+    assert h.summaries[OVERALL].stable_after_round == 8
+    assert h.summaries["conv1.weight"].stable_after_round == 6
 
 
 def test_pairwise_jaccard_of_empty_masks_is_one() -> None:

@@ -58,7 +58,7 @@ def test_text_rendering_lists_the_headline_numbers(tmp_path: Path) -> None:
     assert "final 80.0 % (density 20.0 %)" in text
     assert "8 MB = 0.25 x dense 32 MB" in text
     assert "16 MB = 0.5 x dense 32 MB" in text
-    assert "4 records (rounds 2-8) of 2 tensors; still changing at the last record" in text
+    assert "4 records (rounds 2-8) of 2 tensors; still changing in the last round" in text
     assert "11.76 % of weights ever regrown" in text  # 2 of 17
 
 
