@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from .base import Algorithm, GlobalModel, RoundContext, Upload
 from .fedprox import FedProx
+from .fedsparsify import FedSparsify
 
 REGISTRY: dict[str, type[Algorithm]] = {
     "fedavg": Algorithm,
     "fedprox": FedProx,
+    "fedsparsify": FedSparsify,
 }
 
 

@@ -181,7 +181,7 @@ def _analyze_plots(
                 plots.mask_change_rate(
                     out / "mask_change_rate.png",
                     history,
-                    f"{what}: mask changes between records",
+                    f"{what}: mask changes since the previous record",
                 )
             )
         else:

@@ -329,9 +329,15 @@ class _TensorTracker:
         else:
             c = compare_packed(self.prev, row)
             stats = MaskRecordStats(
-                rnd, self.tensor.name, self.tensor.numel, kept,
-                pruned=c.pruned, regrown=c.regrown, hamming=c.hamming, jaccard=c.jaccard,
-            )  # fmt: skip
+                rnd,
+                self.tensor.name,
+                self.tensor.numel,
+                kept,
+                pruned=c.pruned,
+                regrown=c.regrown,
+                hamming=c.hamming,
+                jaccard=c.jaccard,
+            )
             self.changed.append(c.hamming > 0)
             self.total_pruned += c.pruned
             self.total_regrown += c.regrown
@@ -350,10 +356,15 @@ def _combine(rnd: int, parts: Sequence[MaskRecordStats], first: bool) -> MaskRec
     regrown = sum(p.regrown or 0 for p in parts)
     # |A & B| = |B| - regrown and |A | B| = |B| + pruned, summed over tensors.
     return MaskRecordStats(
-        rnd, OVERALL, numel, kept,
-        pruned=pruned, regrown=regrown, hamming=pruned + regrown,
+        rnd,
+        OVERALL,
+        numel,
+        kept,
+        pruned=pruned,
+        regrown=regrown,
+        hamming=pruned + regrown,
         jaccard=jaccard(kept - regrown, kept + pruned),
-    )  # fmt: skip
+    )
 
 
 def mask_history(run: Run) -> MaskHistory | None:

@@ -235,20 +235,19 @@ def _has_bytes(s: Series) -> bool:
 
 
 def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
-    """Sparsity of each prunable tensor (rows, model order) at each mask record."""
+    """Sparsity of each prunable tensor (rows, model order) over the rounds.
+
+    Round r occupies the x interval [r, r + 1) and shows the mask after round r.
+    """
     n_tensors = len(history.tensors)
     height = min(2.0 + 0.28 * n_tensors, 24.0)
     fig = _new_figure((8.0, max(height, 3.2)))
     ax = fig.add_subplot()
+    # A record's mask holds until the next record (the simulator records only when the
+    # mask may have changed), so each cell runs from its record to the next one, and the
+    # last up to the end of the last completed round.
     rounds = history.rounds.astype(np.float64)
-    # Cell edges halfway between records, so irregular recording intervals show as such.
-    if len(rounds) > 1:
-        mid = (rounds[1:] + rounds[:-1]) / 2
-        edges = np.concatenate(
-            [[rounds[0] - (mid[0] - rounds[0])], mid, [rounds[-1] + (rounds[-1] - mid[-1])]]
-        )
-    else:
-        edges = np.array([rounds[0] - 0.5, rounds[0] + 0.5])
+    edges = np.append(rounds, max(history.rounds_done, int(rounds[-1])) + 1)
     y = np.arange(n_tensors + 1) - 0.5
     mesh = ax.pcolormesh(
         edges, y, 100 * history.sparsity_matrix(), cmap="viridis", vmin=0, vmax=100
@@ -264,32 +263,44 @@ def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
 
 
 def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
-    """Share of weights pruned, regrown and changed since the previous mask record."""
+    """Share of weights pruned and regrown at each mask record, as stacked bars.
+
+    Bars rather than lines: rounds between two records had no change to show, and a line
+    would draw one across them.
+    """
     fig = _new_figure()
     ax = fig.add_subplot()
     stats = history.overall[1:]
-    rounds = history.rounds[1:]
+    rounds = history.rounds[1:].astype(np.float64)
     numel = max(history.overall[0].numel, 1)
-    changed = np.array([s.hamming or 0 for s in stats], dtype=np.float64) / numel * 100
     pruned = np.array([s.pruned or 0 for s in stats], dtype=np.float64) / numel * 100
     regrown = np.array([s.regrown or 0 for s in stats], dtype=np.float64) / numel * 100
-    m = _marker(len(rounds))
-    ax.plot(rounds, changed, marker=m, markersize=3, label="changed (pruned + regrown)")
-    ax.plot(rounds, pruned, "--", marker=m, markersize=3, label="newly pruned")
-    ax.plot(rounds, regrown, ":", marker=m, markersize=3, label="regrown")
+    gaps = np.diff(history.rounds)
+    width = 0.8 * float(min(gaps.min(), 10)) if gaps.size else 0.8
+    ax.bar(rounds, pruned, width=width, color="tab:orange", label="pruned (kept before)")
+    ax.bar(
+        rounds,
+        regrown,
+        width=width,
+        bottom=pruned,
+        color="tab:green",
+        label="regrown (pruned before)",
+    )
     overall = history.summaries.get(OVERALL)
     if overall is not None and overall.stable_after_round is not None:
         ax.axvline(
-            overall.stable_after_round,
+            overall.stable_after_round + 0.5,
             color="grey",
             linewidth=1,
             linestyle="-.",
             label=f"unchanged after round {overall.stable_after_round}",
         )
-    _round_axis(ax.xaxis, "round (change since the previous mask record)")
+    _round_axis(ax.xaxis, "round")
+    ax.set_xlim(history.rounds[0] - 0.5, max(history.rounds_done, int(history.rounds[-1])) + 1)
     ax.set_ylabel("% of prunable weights")
     ax.set_title(title)
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
+    top = float((pruned + regrown).max()) if pruned.size else 0.0
+    ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
+    ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)

@@ -305,7 +305,7 @@ def render_summary(
         else ""
     )
     lines.append(("wall time", f"{format_duration(s.wall_s)}{per_round}"))
-    ranks = f", {s.world_size} ranks" if s.world_size is not None else ""
+    ranks = f", {_plural(s.world_size, 'rank')}" if s.world_size is not None else ""
     lines.append(("written", f"{s.created} by hpc_fedprune {s.version}; seed {s.seed}{ranks}"))
     if masks is not None:
         lines.append(("masks", _masks_line(masks)))

@@ -338,6 +338,56 @@ def plan(
     return _plan(_Prepared(vector, shared_mask, value_dtype), method, segments)
 
 
+def plan_from_counts(
+    n: int, nnz: int, *, value_dtype: str = "float32", shared_k: int | None = None
+) -> EncodedInfo:
+    """The auto choice and exact size from counts alone (no pass over the data).
+
+    For callers that already know the counts (e.g. ``torch.count_nonzero`` on the device):
+    equal to ``plan(vector, shared_mask=mask, value_dtype=value_dtype)`` whenever ``nnz``
+    is the number of values that stay non-zero after rounding to ``value_dtype`` and, if
+    ``shared_k`` is given, every non-zero lies inside a mask of ``shared_k`` positions.
+
+    Parameters
+    ----------
+    n : int
+        Vector length.
+    nnz : int
+        Non-zero values (after rounding to the wire type).
+    value_dtype : str
+        Wire type of the values.
+    shared_k : int, optional
+        Size of a shared mask that covers every non-zero (enables 'values').
+
+    Returns
+    -------
+    EncodedInfo
+        As from :func:`plan` for ``method='auto'`` without ``segments``.
+    """
+    v = ITEMSIZE[CODE_TO_DTYPE[dtype_code(value_dtype)]]
+    if not 0 <= nnz <= n <= MAX_N:
+        raise ValueError(f"need 0 <= nnz <= n <= {MAX_N}, got nnz={nnz}, n={n}")
+    sizes = {"dense": HEADER_BYTES + n * v}
+    if shared_k is not None:
+        if not nnz <= shared_k <= n:
+            raise ValueError(f"need nnz <= shared_k <= n, got shared_k={shared_k}")
+        sizes["values"] = HEADER_BYTES + shared_k * v
+    for method in ("bitmap", "coo", "delta"):
+        sizes[method] = HEADER_BYTES + nnz * v + _index_bytes(method, n, nnz)
+    best = min(sizes, key=lambda k: (sizes[k], VALUE_METHODS.index(k)))
+    count = {"dense": n, "values": shared_k}.get(best, nnz)
+    return EncodedInfo(
+        method=best,
+        n=n,
+        count=count,
+        value_dtype=value_dtype,
+        header_bytes=HEADER_BYTES,
+        index_bytes=_index_bytes(best, n, count),
+        value_bytes=count * v,
+        candidates=sizes,
+    )
+
+
 def encode(
     vector: np.ndarray,
     *,

@@ -63,7 +63,7 @@ def check(vec: SparseVec, n: int) -> SparseVec:
     val = val.astype(np.int64, copy=False)
     if idx.size:
         if idx[0] < 0 or idx[-1] >= n:
-            raise ValueError(f"indices must lie in [0, {n})")
+            raise ValueError(f"indices must lie in the range [0, {n})")
         if idx.size > 1 and not bool(np.all(idx[1:] > idx[:-1])):
             raise ValueError("indices must be strictly increasing")
     return SparseVec(idx, val)

@@ -233,7 +233,7 @@ class FlatModel:
         self.flat = torch.empty(offset, dtype=torch.float32, device=device)
         self.grad = torch.zeros(offset, dtype=torch.float32, device=device)
         with torch.no_grad():
-            for info, t in zip(self.layout, tensors):
+            for info, t in zip(self.layout, tensors, strict=True):
                 self.flat[info.slice].copy_(t.detach().reshape(-1))
         self._trainable: torch.Tensor | None = None
         self._repoint()
@@ -244,7 +244,7 @@ class FlatModel:
     def _repoint(self) -> None:
         """Make every parameter, buffer and gradient a view into ``flat`` / ``grad``."""
         self._grad_views: list[torch.Tensor | None] = []
-        for info, slot in zip(self.layout, self._slots):
+        for info, slot in zip(self.layout, self._slots, strict=True):
             view = self.flat[info.slice].view(info.shape)
             if slot.param is None:
                 slot.owner._buffers[slot.local_name] = view
@@ -311,7 +311,7 @@ class FlatModel:
         base = self.flat.data_ptr()
         gbase = self.grad.data_ptr()
         size = self.flat.element_size()
-        for info, slot, gview in zip(self.layout, self._slots, self._grad_views):
+        for info, slot, gview in zip(self.layout, self._slots, self._grad_views, strict=True):
             tensor = slot.param if slot.param is not None else slot.owner._buffers[slot.local_name]
             if tensor is None or tensor.data_ptr() != base + info.offset * size:
                 return False
@@ -355,7 +355,7 @@ class FlatModel:
     def zero_grad(self) -> None:
         """Zero every gradient with one vector op, re-attaching any replaced ``.grad``."""
         self.grad.zero_()
-        for slot, gview in zip(self._slots, self._grad_views):
+        for slot, gview in zip(self._slots, self._grad_views, strict=True):
             if gview is not None and slot.param.grad is not gview:
                 slot.param.grad = gview
 

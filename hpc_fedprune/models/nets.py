@@ -63,7 +63,7 @@ def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     elif isinstance(module, nn.modules.pooling._AdaptiveAvgPoolNd):
         n = len(shape) - 1
         target = _tuple(module.output_size, n)
-        shape = (shape[0], *(s if t is None else t for s, t in zip(shape[1:], target)))
+        shape = (shape[0], *(s if t is None else t for s, t in zip(shape[1:], target, strict=True)))
     elif isinstance(module, nn.Flatten):
         return (math.prod(shape),)
     elif isinstance(module, nn.modules.instancenorm._InstanceNorm):

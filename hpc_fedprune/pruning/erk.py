@@ -91,7 +91,7 @@ def erk_densities(
     infos = [info for info, _ in pairs]
     sizes = [pos.numel() for _, pos in pairs]
     dens, _, _ = _erk_solve(sizes, _raw_scores(infos, power_scale), density)
-    return {info.name: d for info, d in zip(infos, dens)}
+    return {info.name: d for info, d in zip(infos, dens, strict=True)}
 
 
 def erk_counts(
@@ -115,8 +115,8 @@ def erk_counts(
     sizes = [pos.numel() for _, pos in pairs]
     dens, _, _ = _erk_solve(sizes, _raw_scores(infos, power_scale), density)
     target = kept_count(sum(sizes), density)
-    exact = [d * n for d, n in zip(dens, sizes)]
-    counts = [min(n, math.floor(x)) for x, n in zip(exact, sizes)]
+    exact = [d * n for d, n in zip(dens, sizes, strict=True)]
+    counts = [min(n, math.floor(x)) for x, n in zip(exact, sizes, strict=True)]
     left = target - sum(counts)
     # Largest remainder first; ties to the earlier tensor. A second pass over everything
     # with room absorbs the (float-noise) case where more is left than there are fractions.
@@ -139,7 +139,7 @@ def erk_counts(
             if counts[i] > 0:
                 counts[i] -= 1
                 left += 1
-    return {info.name: c for info, c in zip(infos, counts)}
+    return {info.name: c for info, c in zip(infos, counts, strict=True)}
 
 
 def _as_numpy_positions(positions: torch.Tensor) -> np.ndarray:

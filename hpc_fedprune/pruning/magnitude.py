@@ -24,7 +24,6 @@ import torch
 
 from ..errors import InputError
 from .masks import pruned_count
-from .prunable import tensors_in
 
 if TYPE_CHECKING:
     from ..models.flat import TensorInfo
@@ -70,20 +69,25 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return out
 
 
-def _prune_lowest(
-    scores: torch.Tensor, positions: torch.Tensor, k: int, current: torch.Tensor | None
+def _lowest_in(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool vector: the ``k`` lowest-scoring entries among ``candidates``."""
+    out = torch.zeros_like(candidates)
+    # Boolean gather/scatter: one pass each, no int64 index vectors for 10^7 entries.
+    out[candidates] = lowest_k(scores[candidates], k)
+    return out
+
+
+def _to_prune(
+    scores: torch.Tensor, candidates: torch.Tensor, k: int, current: torch.Tensor | None
 ) -> torch.Tensor:
-    """Flat positions (a subset of ``positions``) of the ``k`` entries to prune."""
-    sub = scores[positions]
+    """Bool vector of the ``k`` candidates to prune; the ones ``current`` prunes go first."""
     if current is None:
-        return positions[lowest_k(sub, k)]
-    old = ~current[positions]  # already pruned: they go first
+        return _lowest_in(scores, candidates, k)
+    old = candidates & ~current
     n_old = int(old.sum())
     if k >= n_old:
-        rest = positions[~old]
-        return torch.cat([positions[old], rest[lowest_k(sub[~old], k - n_old)]]).sort().values
-    olds = positions[old]
-    return olds[lowest_k(sub[old], k)]
+        return old | _lowest_in(scores, candidates & current, k - n_old)
+    return _lowest_in(scores, old, k)
 
 
 def _check(values: torch.Tensor, prunable: torch.Tensor, current: torch.Tensor | None) -> None:
@@ -123,11 +127,8 @@ def global_score_mask(
         Bool mask over the flat model, True = kept, always True outside ``prunable``.
     """
     _check(scores, prunable, current_mask)
-    positions = prunable.nonzero().squeeze(1)
-    k = pruned_count(positions.numel(), sparsity)
-    mask = torch.ones_like(prunable)
-    mask[_prune_lowest(scores, positions, k, current_mask)] = False
-    return mask
+    k = pruned_count(int(prunable.sum()), sparsity)
+    return ~_to_prune(scores, prunable, k, current_mask)
 
 
 def global_magnitude_mask(
@@ -203,8 +204,11 @@ def layerwise_magnitude_mask(
         raise InputError("layerwise_magnitude_mask needs exactly one of sparsity= and keep=")
     mags = values.abs()
     mask = torch.ones_like(prunable)
-    for info, positions in tensors_in(layout, prunable):
-        n = positions.numel()
+    for info in layout:
+        candidates = prunable[info.slice]
+        n = int(candidates.sum())
+        if n == 0:
+            continue
         if keep is not None:
             if info.name not in keep:
                 raise InputError(f"keep= has no count for tensor {info.name!r}")
@@ -218,5 +222,6 @@ def layerwise_magnitude_mask(
             k = pruned_count(n, sparsity[info.name])
         else:
             k = pruned_count(n, sparsity)
-        mask[_prune_lowest(mags, positions, k, current_mask)] = False
+        current = None if current_mask is None else current_mask[info.slice]
+        mask[info.slice] = ~_to_prune(mags[info.slice], candidates, k, current)
     return mask

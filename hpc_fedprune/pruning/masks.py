@@ -85,7 +85,9 @@ def dense_mask(n: int, *, device: torch.device | str | None = None) -> torch.Ten
 
 def _check_same_length(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     if a.dim() != 1 or a.shape != b.shape:
-        raise ValueError(f"{what}: expected two 1-D tensors of equal length, got {a.shape}, {b.shape}")
+        raise ValueError(
+            f"{what}: expected two 1-D tensors of equal length, got {a.shape}, {b.shape}"
+        )
 
 
 # Float copies of bool masks, keyed by the mask's id and dtype, dropped when the mask dies

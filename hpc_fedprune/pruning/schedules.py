@@ -223,9 +223,7 @@ def feddip_lambda(
     t: int, T: int, lambda_max: float, *, lambda_init: float = 5e-4, segments: int = 20
 ) -> float:
     """`FedDIPLambda` as a function: the coefficient at round ``t`` of ``T``."""
-    return FedDIPLambda(T=T, lambda_max=lambda_max, lambda_init=lambda_init, segments=segments)(
-        t
-    )
+    return FedDIPLambda(T=T, lambda_max=lambda_max, lambda_init=lambda_init, segments=segments)(t)
 
 
 @dataclass(frozen=True)

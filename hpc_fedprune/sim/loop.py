@@ -103,6 +103,7 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
         gathered = world.gather_objects(records)
 
         # Server step on rank 0, then every rank receives the new global model.
+        previous_mask = current.mask
         if world.is_root:
             merged = sums.unpack(total, device)
             current = algorithm.server_step(ctx, merged, current)
@@ -120,7 +121,9 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
                                  mpi_bytes + bcast_bytes, time.perf_counter() - t_round)
             last.update(algorithm.metrics())
             maybe_fail("write", world.rank, rnd)
-            write_round(runfile, out_dir, rnd, last, rows, current, setup, algorithm, config)
+            mask_changed = current.mask is not None and (
+                previous_mask is None or not torch.equal(previous_mask, current.mask))
+            write_round(runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed)
             if config.output.progress:
                 print(progress_line(rnd, fed.rounds, last, metric_name, time.perf_counter() - start_time), flush=True)
     if world.is_root:
@@ -214,12 +217,11 @@ def create_outputs(config, world, setup, runfile, out_dir, metric_name):
     )
 
 
-def write_round(runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config):
-    """Rank 0: append the round to run.h5 and metrics.jsonl."""
+def write_round(runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config, mask_changed):
+    """Rank 0: append the round to run.h5 and metrics.jsonl (the mask only when it changed)."""
     mask_record = None
-    if algorithm.prunes and config.output.record_masks and current.mask is not None:
-        if getattr(algorithm, "mask_changed", True) or rnd == 1:
-            mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
+    if algorithm.prunes and config.output.record_masks and mask_changed:
+        mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
     uplink = (np.full(len(rows), rnd), np.array([r[0] for r in rows]), np.array([r[3] for r in rows]))
     client_masks = [(rnd, r[0], r[5]) for r in rows if r[5] is not None]
     runfile.append_round(metrics, mask_record=mask_record, uplink=uplink, client_masks=client_masks)

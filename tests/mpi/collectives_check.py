@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from hpc_fedprune.comm import collectives, encodings, sparse
+from hpc_fedprune.comm import collectives, encodings
 from hpc_fedprune.comm.wire import round_values
 
 COMM = MPI.COMM_WORLD

@@ -80,6 +80,19 @@ def test_auto_is_smallest(n, nnz):
     assert encodings.describe(buf).method == info.method
 
 
+@pytest.mark.parametrize("n,nnz", CASES)
+@pytest.mark.parametrize("value_dtype", ["float32", "bfloat16"])
+def test_plan_from_counts_equals_plan(n, nnz, value_dtype):
+    x = sparse_vector(n, nnz)
+    mask = x != 0
+    mask[: n // 3] = True
+    for shared in (None, mask):
+        full = encodings.plan(x, shared_mask=shared, value_dtype=value_dtype)
+        k = None if shared is None else int(shared.sum())
+        fast = encodings.plan_from_counts(n, nnz, value_dtype=value_dtype, shared_k=k)
+        assert fast == full
+
+
 def test_float32_is_bit_exact_for_special_values():
     x = np.array([0, 1e-45, -1e-45, np.inf, -np.inf, np.nan, 3.4028235e38, -7.0], np.float32)
     for method in SPECIFIC:
@@ -326,7 +339,8 @@ def test_property_decode_is_the_rounded_vector(x, value_dtype):
 def test_property_values_only_and_masks(mask, data):
     n = mask.size
     x = np.zeros(n, np.float32)
-    x[mask] = data.draw(hnp.arrays(np.float32, int(mask.sum()), elements=st.floats(-9, 9, width=32)))
+    values = hnp.arrays(np.float32, int(mask.sum()), elements=st.floats(-9, 9, width=32))
+    x[mask] = data.draw(values)
     buf = encodings.encode(x, shared_mask=mask)
     assert len(buf) <= len(encodings.encode(x, method="coo"))
     np.testing.assert_array_equal(bits(encodings.decode(buf, n=n, shared_mask=mask)), bits(x + 0))

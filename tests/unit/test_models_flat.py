@@ -160,9 +160,7 @@ def test_grad_view_survives_optimizer_zero_grad_set_to_none():
     assert fm.is_aliased()
     expected = torch.cat(
         [
-            p.grad.reshape(-1)
-            if p.grad is not None
-            else torch.zeros(p.numel())  # frozen parameter
+            p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel())  # frozen parameter
             for p in ref.parameters()
         ]
     )
@@ -207,7 +205,7 @@ def test_load_in_place_keeps_objects():
     target.setflags(write=False)  # e.g. read from h5py or an MPI buffer
     fm.load_(target)
     assert fm.flat.data_ptr() == ptr
-    assert all(a is b for a, b in zip(params, fm.module.parameters()))
+    assert all(a is b for a, b in zip(params, fm.module.parameters(), strict=True))
     assert torch.equal(fm.flat, torch.arange(fm.numel, dtype=torch.float32))
     first_conv = next(i for i in fm.layout if i.name == "conv.weight").offset
     assert fm.module.conv.weight.reshape(-1)[0].item() == float(first_conv)

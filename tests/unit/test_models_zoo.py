@@ -126,8 +126,8 @@ def test_resnet_group_norm_has_no_buffers():
 def test_lenet_adapts_to_input_size():
     fm28 = FlatModel(build_model("lenet5", (1, 28, 28), 10, seed=0))
     fm32 = FlatModel(build_model("lenet5", (3, 32, 32), 10, seed=0))
-    assert dict(zip(fm28.names, fm28.shapes))["classifier.1.weight"] == (120, 400)
-    assert dict(zip(fm32.names, fm32.shapes))["classifier.1.weight"] == (120, 576)
+    assert dict(zip(fm28.names, fm28.shapes, strict=True))["classifier.1.weight"] == (120, 400)
+    assert dict(zip(fm32.names, fm32.shapes, strict=True))["classifier.1.weight"] == (120, 576)
 
 
 def test_bad_input_is_input_error():
