@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--density", type=float, nargs="+", default=[0.001, 0.01, 0.05, 0.1, 0.5])
     parser.add_argument("--support", nargs="+", default=["shared", "random"])
     parser.add_argument(
-        "--methods", nargs="+", default=["dense", "shared", "op", "gatherv", "union", "auto"]
+        "--methods", nargs="+", default=["dense", "shared", "op", "gatherv", "split", "union", "auto"]
     )
     parser.add_argument("--form", choices=["sparse", "dense"], default="sparse")
     parser.add_argument("--out", choices=["sparse", "dense"], default="sparse")

@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError
 
 DESCRIPTION = "MPI simulator of federated learning with model pruning."
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Run one experiment on all MPI ranks.")
     run.add_argument("--config", help="YAML config file (default: the quick start)")
     run.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
+    run.add_argument("--resume", metavar="DIR",
+                     help="continue the run in DIR from its last checkpoint (its own config)")
     run.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
 
     cfg = sub.add_parser("config", help="show the resolved config or list every key",
@@ -127,35 +131,88 @@ def _run(args, world) -> int:
     from .config import load_config
     from .sim.loop import run_rounds
     from .sim.setup import build_setup
+    from .sim.signals import EXIT_REQUEUE, StopFlag
 
     error = None
-    setup = out_dir = config = None
+    setup = out_dir = config = checkpoint = None
+    finished = False
     try:
-        config = load_config(args.config, args.overrides)
+        if args.resume:
+            out_dir = Path(args.resume)
+            if args.config or args.out or args.overrides:
+                raise InputError("run --resume DIR takes the run's own config: no --config, --out or overrides")
+            config = load_config(out_dir / "config.yaml")
+        else:
+            config = load_config(args.config, args.overrides)
+            out_dir = Path(args.out) if args.out else Path(config.output.dir or default_out_dir(config.output.name))
         limit_threads(config.runtime.threads)
         device = pick_device(config.runtime.device, world.local_rank)
-        out_dir = Path(args.out) if args.out else Path(config.output.dir or default_out_dir(config.output.name))
         if world.is_root:
-            check_out_dir(out_dir)
+            if args.resume:
+                checkpoint, finished = prepare_resume(out_dir, world.size)
+            else:
+                check_out_dir(out_dir)
         setup = build_setup(config, world.size, device)
     except InputError as exc:
         error = exc
     world.agree_on_input_errors(error)
+    if world.bcast_object(finished):
+        if world.is_root:
+            print(f"{out_dir} holds a finished run; nothing to resume", flush=True)
+        return EXIT_OK
     out_dir = Path(world.bcast_object(str(out_dir)))
     if world.is_root:
         print(f"hpc_fedprune: {config.algorithm.name} on {setup.dataset.name} "
               f"({config.partition.num_clients} clients, {setup.cohort_size} per round, "
               f"{config.federation.rounds} rounds) on {world.size} rank(s), device {setup.device}",
               flush=True)
+    stop = StopFlag().install()
     try:
-        result = run_rounds(config, world, setup, out_dir)
+        result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)
     except Exception:
         if world.is_root and (out_dir / "run.h5").exists():
             mark_failed(out_dir)
         raise
+    finally:
+        stop.restore()
     if world.is_root:
         print(f"run file: {result.out_dir / 'run.h5'}", flush=True)
-    return EXIT_OK
+    return EXIT_REQUEUE if result.stopped else EXIT_OK
+
+
+def prepare_resume(out_dir: Path, world_size: int):
+    """Rank 0: put the run directory back to its last checkpoint.
+
+    Returns (checkpoint or None, finished). Without a checkpoint the run starts again
+    from round 1 in the same directory.
+    """
+    import h5py
+
+    from .store.checkpoint import latest_checkpoint, restore_run_file, truncate_jsonl
+
+    run_file = out_dir / "run.h5"
+    if not (out_dir / "config.yaml").exists():
+        raise InputError(f"{out_dir} holds no run to resume (no config.yaml)")
+    if run_file.exists():
+        try:
+            with h5py.File(run_file, "r") as f:
+                if f.attrs.get("status") == "finished":
+                    return None, True
+        except OSError:
+            pass  # damaged by the crash: the checkpoint's snapshot replaces it
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is None:
+        print(f"no checkpoint in {out_dir}: starting again from round 1", flush=True)
+        if run_file.exists():
+            run_file.unlink()
+        return None, False
+    restore_run_file(out_dir, checkpoint)
+    truncate_jsonl(out_dir / "metrics.jsonl", checkpoint.round)
+    with h5py.File(run_file, "a") as f:
+        f.attrs["world_size"] = world_size
+        f.attrs["resumed_at"] = np.append(f.attrs.get("resumed_at", np.zeros(0, np.int64)), checkpoint.round)
+    print(f"resuming {out_dir} after round {checkpoint.round} on {world_size} rank(s)", flush=True)
+    return checkpoint, False
 
 
 def check_out_dir(out_dir: Path) -> None:

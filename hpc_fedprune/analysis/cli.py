@@ -141,7 +141,7 @@ def _analyze_plots(
     files: list[Path] = []
     q = s.quality
     what = f"{s.algorithm} on {s.dataset} ({s.model})"
-    series = _series(run, s.algorithm)
+    series = _series(run, "global model, test set")
     if run.num_rounds == 0:
         notes.append("no completed rounds yet: no metric plots")
     else:
@@ -155,7 +155,7 @@ def _analyze_plots(
         files.append(
             plots.quality_vs_round(
                 out / "accuracy_vs_round.png",
-                [dataclasses.replace(series, label="global model, test set")],
+                [series],
                 q,
                 f"{what}: test {q.label} by round",
                 extra=local,

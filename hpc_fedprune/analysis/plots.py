@@ -92,7 +92,7 @@ def _round_axis(axis: Any, label: str = "round") -> None:
     """An x axis of round numbers: integer ticks only."""
     from matplotlib.ticker import MaxNLocator
 
-    axis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
     axis.set_label_text(label)
 
 
@@ -240,8 +240,8 @@ def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
     Round r occupies the x interval [r, r + 1) and shows the mask after round r.
     """
     n_tensors = len(history.tensors)
-    height = min(2.0 + 0.28 * n_tensors, 24.0)
-    fig = _new_figure((8.0, max(height, 3.2)))
+    height = max(min(2.0 + 0.22 * n_tensors, 18.0), 3.2)
+    fig = _new_figure((8.0, height))
     ax = fig.add_subplot()
     # A record's mask holds until the next record (the simulator records only when the
     # mask may have changed), so each cell runs from its record to the next one, and the
@@ -258,7 +258,8 @@ def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
     _round_axis(ax.xaxis)
     ax.set_ylabel("prunable tensor")
     ax.set_title(title)
-    fig.colorbar(mesh, ax=ax, label="sparsity (% of weights pruned)")
+    # A tall figure (many tensors) would stretch the colour bar to its full height.
+    fig.colorbar(mesh, ax=ax, label="sparsity (% of weights pruned)", shrink=min(1.0, 6.0 / height))
     return _save(fig, path)
 
 
@@ -277,15 +278,12 @@ def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
     regrown = np.array([s.regrown or 0 for s in stats], dtype=np.float64) / numel * 100
     gaps = np.diff(history.rounds)
     width = 0.8 * float(min(gaps.min(), 10)) if gaps.size else 0.8
-    ax.bar(rounds, pruned, width=width, color="tab:orange", label="pruned (kept before)")
-    ax.bar(
-        rounds,
-        regrown,
-        width=width,
-        bottom=pruned,
-        color="tab:green",
-        label="regrown (pruned before)",
-    )
+    # Hundreds of records make bars narrower than a pixel: outline them so they still show.
+    edge = {"linewidth": 0.6} if len(rounds) > 150 else {"linewidth": 0}
+    ax.bar(rounds, pruned, width=width, color="tab:orange", edgecolor="tab:orange", **edge,
+           label="pruned (kept before)")  # fmt: skip
+    ax.bar(rounds, regrown, width=width, bottom=pruned, color="tab:green", edgecolor="tab:green",
+           **edge, label="regrown (pruned before)")  # fmt: skip
     overall = history.summaries.get(OVERALL)
     if overall is not None and overall.stable_after_round is not None:
         ax.axvline(

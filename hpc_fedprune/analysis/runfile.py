@@ -455,11 +455,17 @@ def _read_metrics(f: h5py.File) -> dict[str, np.ndarray]:
 
 
 def _model_tensor_order(f: h5py.File) -> list[str]:
-    """Parameter names in flat-buffer order, to list layers in model order, not A-Z."""
-    if "model/flat" not in f:
-        return []
-    names = _plain(f["model/flat"].attrs.get("names", []))
-    return [str(n) for n in names] if isinstance(names, list) else []
+    """Parameter names in flat-buffer order, to list layers in model order, not A-Z.
+
+    ``/model/flat`` carries them once the run has finished; while it runs, the writer
+    keeps them on the ``/model`` group.
+    """
+    for path in ("model/flat", "model"):
+        if path in f and "names" in f[path].attrs:
+            names = _plain(f[path].attrs["names"])
+            if isinstance(names, list):
+                return [str(n) for n in names]
+    return []
 
 
 def _ordered(names: list[str], order: list[str]) -> list[str]:

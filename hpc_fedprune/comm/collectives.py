@@ -13,6 +13,8 @@ returns the global sum on ``root`` (or on every rank), by one of:
              ONE element of a contiguous derived datatype so no MPI library can split it.
 ``gatherv``  compressed ``(values, uint32 indices)`` gathered to root (``Allgatherv`` when
              every rank needs the sum), then a k-way merge.
+``split``    reduce-scatter by index range (``Alltoallv``), each rank merges its 1/p of the
+             index space, then the disjoint pieces are gathered (no second merge).
 ``union``    OR-reduce of the bit-packed supports, then a dense int64 sum over the union.
 ``auto``     chooses from quantities every rank knows (``n``, the gathered nnz counts, the
              shared support), so all ranks choose the same (see :func:`choose_method`).
@@ -51,15 +53,17 @@ __all__ = [
     "support_indices",
 ]
 
-METHODS = ("auto", "dense", "shared", "op", "gatherv", "union")
+METHODS = ("auto", "dense", "shared", "op", "gatherv", "split", "union")
 
 # Crossovers measured with benchmarks/sparse_reduce.py (see benchmarks/README.md).
 # Below this many entries the extra nnz round trip of a sparse method costs more than it saves.
 SMALL_N = 32_768
-# Random supports: sparse wins while the sum of the ranks' nnz stays below this share of n.
-GATHERV_MAX_DENSITY = 0.05
-UNION_MAX_DENSITY = 0.20
-# Shared support: reducing K of n words beats n words up to about this density.
+# Random supports (d = sum of the ranks' nnz / n, an upper bound on the union's density):
+# 'gatherv' (2 collectives, every receiver merges everything) while d <= GATHERV_MAX_DENSITY,
+# 'split' (4 collectives, merge work shared) while d <= SPARSE_MAX_DENSITY, then 'dense'.
+GATHERV_MAX_DENSITY = 0.01
+SPARSE_MAX_DENSITY = 0.10
+# Shared support of K positions: reducing K words beats n words up to this K / n.
 SHARED_MAX_DENSITY = 0.75
 
 
@@ -211,29 +215,23 @@ def support_indices(mask_or_indices: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- choice
 
 
-def choose_method(
-    n: int, size: int, *, nnz_sum: int | None, shared_k: int | None, to_all: bool
-) -> str:
+def choose_method(n: int, *, nnz_sum: int | None, shared_k: int | None) -> str:
     """The method ``auto`` runs; a function of globally known quantities only.
 
     Parameters
     ----------
     n : int
         Vector length.
-    size : int
-        Number of ranks.
     nnz_sum : int or None
         Sum of the ranks' nnz (None before it is gathered).
     shared_k : int or None
         Size of the shared support, when there is one.
-    to_all : bool
-        Whether every rank needs the sum.
 
     Returns
     -------
     str
-        'dense', 'shared', 'gatherv', 'union', or 'nnz' (gather the counts first, then ask
-        again with ``nnz_sum``).
+        'dense', 'shared', 'gatherv', 'split', or 'nnz' (gather the counts first, then
+        ask again with ``nnz_sum``).
     """
     if n < SMALL_N:
         return "dense"
@@ -244,8 +242,8 @@ def choose_method(
     density = nnz_sum / n
     if density <= GATHERV_MAX_DENSITY:
         return "gatherv"
-    if density <= UNION_MAX_DENSITY:
-        return "union"
+    if density <= SPARSE_MAX_DENSITY:
+        return "split"
     return "dense"
 
 
@@ -328,37 +326,109 @@ def _op(comm, inp: _Input, nnz_sum: int, root, to_all, tally) -> tuple[SparseVec
 
 
 def _block_bytes(m: int) -> int:
-    """Gatherv block of m entries: int64 values, uint32 indices, padded to 8 bytes."""
+    """A block of m entries: int64 values, uint32 indices, padded to a multiple of 8 bytes."""
     return 8 * m + 8 * ((m + 1) // 2)
 
 
-def _gatherv(comm, inp: _Input, counts: np.ndarray, root, to_all, tally) -> SparseVec | None:
-    rank = comm.Get_rank()
-    vec = inp.sparse
-    m = int(vec.indices.size)
-    block = np.zeros(_block_bytes(m), dtype=np.uint8)
-    block[: 8 * m] = vec.values.view(np.uint8)
-    block[8 * m : 12 * m] = vec.indices.astype("<u4").view(np.uint8)
+def _blocks(vecs: Sequence[SparseVec]) -> np.ndarray:
+    """Concatenated blocks ``[values | uint32 indices | pad]``, one per vector."""
+    out = np.zeros(sum(_block_bytes(v.indices.size) for v in vecs), dtype=np.uint8)
+    at = 0
+    for vec in vecs:
+        m = int(vec.indices.size)
+        out[at : at + 8 * m] = vec.values.view(np.uint8)
+        out[at + 8 * m : at + 12 * m] = vec.indices.astype("<u4").view(np.uint8)
+        at += _block_bytes(m)
+    return out
+
+
+def _unblocks(buf: np.ndarray, counts: Sequence[int], offset: int = 0) -> list[SparseVec]:
+    """Inverse of :func:`_blocks` for blocks of ``counts`` entries (values are views)."""
+    parts = []
+    at = 0
+    for c in counts:
+        c = int(c)
+        vals = buf[at : at + 8 * c].view(np.int64)
+        idx = buf[at + 8 * c : at + 12 * c].view("<u4").astype(np.int64)
+        parts.append(SparseVec(idx + offset if offset else idx, vals))
+        at += _block_bytes(c)
+    return parts
+
+
+def _displacements(sizes: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def _gather_blocks(
+    comm, block: np.ndarray, counts: Sequence[int], root, to_all, tally
+) -> np.ndarray | None:
+    """(All)Gatherv of every rank's block; ``counts`` = entries per rank, known everywhere."""
     sizes = np.array([_block_bytes(int(c)) for c in counts], dtype=np.int64)
-    displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    displs = _displacements(sizes)
     if to_all:
         recv = np.empty(int(sizes.sum()), dtype=np.uint8)
         comm.Allgatherv([block, MPI.BYTE], [recv, sizes, displs, MPI.BYTE])
         tally.gather(sizes.tolist(), None)
-    else:
-        recv = np.empty(int(sizes.sum()), dtype=np.uint8) if rank == root else None
-        spec = [recv, sizes, displs, MPI.BYTE] if rank == root else None
-        comm.Gatherv([block, MPI.BYTE], spec, root=root)
-        tally.gather(sizes.tolist(), root)
-        if rank != root:
-            return None
-    parts = []
-    for start, c in zip(displs.tolist(), counts.tolist(), strict=True):
-        c = int(c)
-        vals = recv[start : start + 8 * c].view(np.int64)
-        idx = recv[start + 8 * c : start + 12 * c].view("<u4").astype(np.int64)
-        parts.append(SparseVec(idx, vals))
-    return sparse.merge_sum(parts)
+        return recv
+    is_root = comm.Get_rank() == root
+    recv = np.empty(int(sizes.sum()), dtype=np.uint8) if is_root else None
+    spec = [recv, sizes, displs, MPI.BYTE] if is_root else None
+    comm.Gatherv([block, MPI.BYTE], spec, root=root)
+    tally.gather(sizes.tolist(), root)
+    return recv
+
+
+def _gatherv(comm, inp: _Input, counts: np.ndarray, root, to_all, tally) -> SparseVec | None:
+    recv = _gather_blocks(comm, _blocks([inp.sparse]), counts, root, to_all, tally)
+    if recv is None:
+        return None
+    return sparse.merge_sum(_unblocks(recv, counts))
+
+
+def _split(comm, inp: _Input, root, to_all, tally) -> SparseVec | None:
+    """Reduce-scatter by index range (Alltoallv), merge 1/p each, then gather the pieces.
+
+    Every rank merges only its own range, so the merge work is shared instead of repeated
+    on every rank (Allgatherv) or serialised on root (Gatherv). Ranges are disjoint and in
+    rank order: the gathered pieces need no second merge, only concatenation.
+    """
+    size, rank = comm.Get_size(), comm.Get_rank()
+    vec = inp.sparse
+    edges = [q * inp.n // size for q in range(size + 1)]
+    cuts = np.searchsorted(vec.indices, edges)
+    pieces = [
+        SparseVec(vec.indices[a:b] - edges[q], vec.values[a:b])
+        for q, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True))
+    ]
+    send_counts = np.array([p.indices.size for p in pieces], dtype=np.int64)
+    recv_counts = np.empty(size, dtype=np.int64)
+    comm.Alltoall(send_counts, recv_counts)
+    tally.sent += 8 * (size - 1)
+    tally.recv += 8 * (size - 1)
+    send = _blocks(pieces)
+    send_sizes = np.array([_block_bytes(int(c)) for c in send_counts], dtype=np.int64)
+    recv_sizes = np.array([_block_bytes(int(c)) for c in recv_counts], dtype=np.int64)
+    recv = np.empty(int(recv_sizes.sum()), dtype=np.uint8)
+    comm.Alltoallv(
+        [send, send_sizes, _displacements(send_sizes), MPI.BYTE],
+        [recv, recv_sizes, _displacements(recv_sizes), MPI.BYTE],
+    )
+    tally.sent += int(send_sizes.sum() - send_sizes[rank])
+    tally.recv += int(recv_sizes.sum() - recv_sizes[rank])
+    # Offsets stay relative to this rank's range: they fit uint32 in the blocks below.
+    mine = sparse.nonzero_only(sparse.merge_sum(_unblocks(recv, recv_counts)))
+    counts = np.empty(size, dtype=np.int64)
+    comm.Allgather(np.array([mine.indices.size], dtype=np.int64), counts)
+    tally.gather([8] * size, None)
+    got = _gather_blocks(comm, _blocks([mine]), counts, root, to_all, tally)
+    if got is None:
+        return None
+    parts = [
+        SparseVec(p.indices + edges[q], p.values) for q, p in enumerate(_unblocks(got, counts))
+    ]
+    return SparseVec(
+        np.concatenate([p.indices for p in parts]), np.concatenate([p.values for p in parts])
+    )
 
 
 def _union(comm, inp: _Input, root, to_all, tally) -> SparseVec | None:
@@ -445,20 +515,15 @@ def reduce_sum(
     nnz_sum = -1
     counts = None
     if method == "auto":
-        chosen = choose_method(
-            inp.n,
-            size,
-            nnz_sum=None,
-            shared_k=None if support is None else int(support.size),
-            to_all=to_all,
-        )
+        shared_k = None if support is None else int(support.size)
+        chosen = choose_method(inp.n, nnz_sum=None, shared_k=shared_k)
     if chosen in ("nnz", "op", "gatherv"):
         counts = np.empty(size, dtype=np.int64)
         comm.Allgather(np.array([inp.nnz], dtype=np.int64), counts)
         tally.gather([8] * size, None)
         nnz_sum = int(counts.sum())
         if chosen == "nnz":
-            chosen = choose_method(inp.n, size, nnz_sum=nnz_sum, shared_k=None, to_all=to_all)
+            chosen = choose_method(inp.n, nnz_sum=nnz_sum, shared_k=None)
 
     receives = to_all or rank == root
     merge = None
@@ -476,6 +541,8 @@ def reduce_sum(
             total = sparse.empty()
     elif chosen == "gatherv":
         total = _gatherv(comm, inp, counts, root, to_all, tally)
+    elif chosen == "split":
+        total = _split(comm, inp, root, to_all, tally)
     else:  # union
         total = _union(comm, inp, root, to_all, tally)
 

@@ -108,6 +108,12 @@ class World:
             return obj
         return self.comm.bcast(obj, root=0)
 
+    def any_flag(self, flag: bool) -> bool:
+        """Collective: True on every rank if ``flag`` is True on any rank."""
+        if self.size == 1:
+            return bool(flag)
+        return bool(self.comm.allreduce(int(bool(flag)), op=_mpi().MAX))
+
     def allreduce_max(self, value: float) -> float:
         if self.size == 1:
             return value

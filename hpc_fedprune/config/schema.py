@@ -150,6 +150,9 @@ class OutputConfig:
     progress: bool = option(True, "print one progress line per round on rank 0")
     record_masks: bool = option(True, "write the global mask to /masks whenever it changes")
     record_client_masks: bool = option(True, "write client-local masks to /clients/masks")
+    checkpoint_every: int = option(
+        10, "write a checkpoint every k rounds (0: only when stopped by a signal)", min=0
+    )
 
 
 @dataclass(frozen=True)

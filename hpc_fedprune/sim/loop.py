@@ -26,26 +26,41 @@ from ..algorithms.base import GlobalModel, RoundContext
 from ..comm.world import World
 from ..config import Config, to_yaml
 from ..store import RunFile
+from ..store.checkpoint import Checkpoint, write_checkpoint
 from . import accounting
 from .accumulate import ExactAccumulator
 from .cohort import sample_cohort, schedule_cohort
 from .evaluate import evaluate
-from .faults import maybe_fail
+from ..faults import maybe_fail
 from .setup import Setup, to_device
+from .signals import StopFlag
 from .train import LocalTrainer
 
 
 @dataclass
 class RunResult:
-    """What a finished run reports to the command line (meaningful on rank 0)."""
+    """What a run reports to the command line (meaningful on rank 0)."""
 
     out_dir: Path
     rounds: int
     metrics: dict[str, float]
+    stopped: bool = False  # a stop signal ended the run early (checkpoint written)
 
 
-def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> RunResult:
-    """Run every round of an experiment whose pieces are built; rank 0 writes ``out_dir``."""
+def run_rounds(
+    config: Config,
+    world: World,
+    setup: Setup,
+    out_dir: Path,
+    *,
+    resume: Checkpoint | None = None,
+    stop: StopFlag | None = None,
+) -> RunResult:
+    """Run the rounds of an experiment whose pieces are built; rank 0 writes ``out_dir``.
+
+    ``resume`` (rank 0's checkpoint; None elsewhere, and ``resume_round`` agreed) continues
+    after its round. ``stop`` is polled after every round.
+    """
     fed = config.federation
     seed = config.runtime.seed
     device = setup.device
@@ -62,11 +77,16 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
         current.weights.mul_(current.mask)
 
     runfile = RunFile(out_dir / "run.h5") if world.is_root else None
-    if world.is_root:
+    first = 1
+    resumed_round = world.bcast_object(None if resume is None else resume.round)
+    if resumed_round is not None:
+        current = restore_state(world, resume, algorithm, device)
+        first = resumed_round + 1
+    elif world.is_root:
         create_outputs(config, world, setup, runfile, out_dir, metric_name)
     start_time = time.perf_counter()
     last: dict[str, float] = {}
-    for rnd in range(1, fed.rounds + 1):
+    for rnd in range(first, fed.rounds + 1):
         t_round = time.perf_counter()
         cohort = sample_cohort(seed, rnd, config.partition.num_clients, setup.cohort_size)
         mine = schedule_cohort(cohort, setup.sizes, world.size)[world.rank]
@@ -125,12 +145,43 @@ def run_rounds(config: Config, world: World, setup: Setup, out_dir: Path) -> Run
                 previous_mask is None or not torch.equal(previous_mask, current.mask))
             write_round(runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed)
             if config.output.progress:
-                print(progress_line(rnd, fed.rounds, last, metric_name, time.perf_counter() - start_time), flush=True)
+                elapsed = time.perf_counter() - start_time
+                print(progress_line(rnd, rnd - first + 1, fed.rounds, last, metric_name, elapsed), flush=True)
+        # Every rank learns whether any was signalled, so all stop after the same round.
+        stopping = world.any_flag(stop is not None and stop.raised) and rnd < fed.rounds
+        every = config.output.checkpoint_every
+        if world.is_root and (stopping or (every and rnd % every == 0 and rnd < fed.rounds)):
+            write_checkpoint(out_dir, snapshot(rnd, current, algorithm))
+        if stopping:
+            if world.is_root:
+                runfile.set_attrs(status="interrupted")
+                print(f"stopped by signal after round {rnd}; checkpoint written, resume with: "
+                      f"python -m hpc_fedprune run --resume {out_dir}", flush=True)
+            return RunResult(out_dir, rnd, last, stopped=True)
     if world.is_root:
         runfile.write_model(current.weights.cpu().numpy(),
                             None if current.mask is None else current.mask.cpu().numpy())
         runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
     return RunResult(out_dir, fed.rounds, last)
+
+
+def snapshot(rnd: int, current: GlobalModel, algorithm) -> Checkpoint:
+    """Rank 0: the state a resumed run needs after round ``rnd``."""
+    state = {k: (None if v is None else v.cpu().numpy()) for k, v in algorithm.state_dict().items()}
+    mask = None if current.mask is None else current.mask.cpu().numpy()
+    return Checkpoint(rnd, current.weights.cpu().numpy(), mask, state)
+
+
+def restore_state(world: World, resume: Checkpoint | None, algorithm, device) -> GlobalModel:
+    """Global model to every rank, algorithm state to rank 0, from rank 0's checkpoint."""
+    model = None
+    if world.is_root:
+        mask = None if resume.mask is None else torch.from_numpy(resume.mask).to(device)
+        model = GlobalModel(torch.from_numpy(resume.weights).to(device), mask)
+        algorithm.load_state_dict(
+            {k: torch.from_numpy(v) for k, v in resume.algorithm.items()}, device)
+    model, _ = accounting.broadcast_model(world, model, device)
+    return model
 
 
 def local_mask_record(model, algorithm, local_mask, config):
@@ -238,12 +289,15 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def progress_line(rnd, rounds, m, metric_name, elapsed):
-    """One line per round on rank 0: round, score, loss, bytes, speed, ETA."""
+def progress_line(rnd, done, rounds, m, metric_name, elapsed):
+    """One line per round on rank 0: round, score, loss, bytes, speed, ETA.
+
+    ``done`` counts the rounds run by this process (fewer than ``rnd`` after a resume).
+    """
     score = m[metric_name]
     label = "acc" if metric_name == "test_accuracy" else "mae"
     score_text = "  -   " if np.isnan(score) else f"{score:.4f}"
-    per_round = elapsed / rnd
+    per_round = elapsed / done
     eta = per_round * (rounds - rnd)
     return (f"round {rnd}/{rounds}  {label} {score_text}  train_loss {m['train_loss']:.4f}  "
             f"sparsity {m['sparsity']:.3f}  up {human_bytes(m['bytes_up'])}  "

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
-from ..rng import Stream, derived_seed, numpy_rng
+from ..models import set_dropout_generator
+from ..rng import Stream, numpy_rng, torch_generator
 
 
 @dataclass
@@ -55,6 +56,8 @@ class LocalTrainer:
         self.params.grad = flat_model.grad[:n_params]
         self.optimizer = self._make_optimizer()
         self.mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Dropout layers draw from a per-client generator (KeyedDropout), never the global RNG.
+        self.has_dropout = set_dropout_generator(flat_model.module, None) > 0
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         t = self.config.training
@@ -87,8 +90,8 @@ class LocalTrainer:
         """Train one client from ``start``; the result stays in the model's flat buffer.
 
         Batch order comes from (seed, round, client), and dropout draws from a generator
-        forked and seeded from the same key, so a client's training is identical on
-        whatever rank runs it.
+        seeded from the same key, so a client's training is identical on whatever rank
+        runs it.
         """
         t = self.config.training
         seed = self.config.runtime.seed
@@ -110,31 +113,31 @@ class LocalTrainer:
         seen = 0
         steps = 0
         target_steps = t.local_steps if t.local_steps > 0 else None
-        devices = [self.x.device] if self.x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derived_seed(seed, Stream.CLIENT, round_index, client))
-            epoch = 0
-            while True:
-                order = torch.as_tensor(rng.permutation(n), device=self.x.device)
-                stop = n - (n % batch) if (t.drop_last and n >= batch) else n
-                for lo in range(0, stop, batch):
-                    sel = idx_all[order[lo : lo + batch]]
-                    xb, yb = self.x[sel], self.y[sel]
-                    fm.grad.zero_()
-                    loss = self.loss_fn(fm.module(xb), yb)
-                    loss.backward()
-                    algorithm.add_penalty_grad(self.params.data, self.params.grad, start[: fm.num_params])
-                    self.optimizer.step()
-                    if fmask is not None:
-                        fm.flat.mul_(fmask)
-                    loss_sum += loss.detach().double() * len(sel)
-                    seen += len(sel)
-                    steps += 1
-                    if target_steps is not None and steps >= target_steps:
-                        break
-                epoch += 1
-                if target_steps is None and epoch >= t.local_epochs:
-                    break
+        if self.has_dropout:
+            gen = torch_generator(seed, Stream.CLIENT, round_index, client, device=self.x.device)
+            set_dropout_generator(fm.module, gen)
+        epoch = 0
+        while True:
+            order = torch.as_tensor(rng.permutation(n), device=self.x.device)
+            stop = n - (n % batch) if (t.drop_last and n >= batch) else n
+            for lo in range(0, stop, batch):
+                sel = idx_all[order[lo : lo + batch]]
+                xb, yb = self.x[sel], self.y[sel]
+                fm.zero_grad()
+                loss = self.loss_fn(fm.module(xb), yb)
+                loss.backward()
+                algorithm.add_penalty_grad(self.params.data, self.params.grad, start[: fm.num_params])
+                self.optimizer.step()
+                if fmask is not None:
+                    fm.flat.mul_(fmask)
+                loss_sum += loss.detach().double() * len(sel)
+                seen += len(sel)
+                steps += 1
                 if target_steps is not None and steps >= target_steps:
                     break
+            epoch += 1
+            if target_steps is None and epoch >= t.local_epochs:
+                break
+            if target_steps is not None and steps >= target_steps:
+                break
         return ClientResult(loss=float(loss_sum) / max(seen, 1), steps=steps, samples=n)

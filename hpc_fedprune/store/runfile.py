@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..faults import maybe_fail
 
 FORMAT_VERSION = 1
 
@@ -102,6 +103,7 @@ class RunFile:
             for name, value in metrics.items():
                 dtype = np.int64 if name in ("round", "clients") else np.float64
                 _append(_resizable(group, name, dtype), np.array([value], dtype=dtype))
+            maybe_fail("history", 0, int(metrics["round"]))
             if mask_record is not None:
                 rnd, masks = mask_record
                 self._append_masks(f.require_group("masks"), np.array([rnd]), [masks], "rounds")

@@ -20,7 +20,7 @@ from hpc_fedprune.comm.wire import round_values
 
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
-REDUCE_METHODS = ("dense", "op", "gatherv", "union", "auto")
+REDUCE_METHODS = ("dense", "op", "gatherv", "split", "union", "auto")
 checks = 0
 
 
@@ -114,13 +114,21 @@ def check_auto_choices() -> None:
     """auto agrees on one method on every rank, and takes the sparse path when sparse."""
     global checks
     n = 200_000
-    for density, allowed in ((0.001, {"gatherv"}), (0.9, {"dense"})):
+    for density, allowed in ((0.001, "gatherv"), (0.05, "split"), (0.9, "dense")):
         parts = contributions(99, n, density / SIZE)
         result, stats = collectives.reduce_sum(COMM, parts[RANK], to_all=True)
         assert np.array_equal(result, np.sum(np.stack(parts), axis=0))
         methods = COMM.allgather(stats.method)
         assert len(set(methods)) == 1, methods
-        assert SIZE == 1 or stats.method in allowed, (density, stats.method)
+        assert SIZE == 1 or stats.method == allowed, (density, stats.method)
+        checks += 1
+    for share, allowed in ((0.1, "shared"), (0.9, "dense")):
+        support = np.arange(0, int(share * n))
+        parts = contributions(98, n, 0.5, support=support)
+        result, stats = collectives.reduce_sum(COMM, parts[RANK], shared_support=support)
+        if RANK == 0:
+            assert np.array_equal(result, np.sum(np.stack(parts), axis=0))
+        assert SIZE == 1 or stats.method == allowed, (share, stats.method)
         checks += 1
 
 

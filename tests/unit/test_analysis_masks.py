@@ -153,7 +153,7 @@ def _reference(masks: list[np.ndarray]):
     return out, int(ever_regrown.sum())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     numel=st.integers(1, 40),
     records=st.integers(1, 6),

@@ -45,6 +45,17 @@ def test_load_run_reads_attributes_metrics_and_mask_index(tmp_path: Path) -> Non
     assert run.has_masks and not run.has_client_masks
 
 
+def test_tensor_order_of_a_running_run_comes_from_the_model_group(tmp_path: Path) -> None:
+    # While a run goes, /model/flat does not exist yet; the names sit on /model.
+    run_dir = write_run(tmp_path / "r", status="running")
+    with h5py.File(run_dir / "run.h5", "a") as f:
+        names = f["model/flat"].attrs["names"]
+        del f["model/flat"]
+        f["model"].attrs["names"] = names[::-1]
+    run = load_run(run_dir)
+    assert [t.name for t in run.mask_tensors] == ["fc.weight", "conv1.weight"]
+
+
 def test_iter_masks_yields_each_record_unpacked_to_its_shape(tmp_path: Path) -> None:
     run = load_run(write_run(tmp_path / "r"))
     records = list(run.iter_masks())

@@ -1,10 +1,13 @@
 """Fault injection for the failure tests: ``HPC_FEDPRUNE_FAULT=rank=1,round=2[,point=P][,action=A]``.
 
-The loop calls `maybe_fail(point, rank, round)` at a few named points (``train``: after a
-client's local training; ``reduce``: before the round's collective; ``write``: on rank 0
-before the round is written). ``action=raise`` (default) raises an exception, as a bug
-would; ``action=kill`` sends SIGKILL to the process, as an out-of-memory kill or a node
-failure would. Unset (the normal case) it costs one dictionary lookup per call.
+The program calls `maybe_fail(point, rank, round)` at a few named points (``train``: after
+a client's local training; ``reduce``: before the round's collective; ``write``: on rank
+0 before the round is written; ``history``: in the middle of writing a round to run.h5;
+``checkpoint``: after the new checkpoint file is written, before it replaces the old).
+``action=raise`` (default) raises an exception, as a bug would; ``action=kill`` sends
+SIGKILL to the process, as an out-of-memory kill or a node failure would; ``action=term``
+sends SIGTERM, as Slurm does before a time limit. Unset (the normal case) it costs one
+``None`` check per call.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ def maybe_fail(point: str, rank: int, round_index: int) -> None:
         return
     if int(FAULT.get("rank", 0)) != rank or int(FAULT.get("round", 1)) != round_index:
         return
-    if FAULT.get("action", "raise") == "kill":
+    action = FAULT.get("action", "raise")
+    if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "term":
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise RuntimeError(f"injected fault (HPC_FEDPRUNE_FAULT) at {point}, rank {rank}, round {round_index}")
