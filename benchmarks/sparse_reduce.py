@@ -46,6 +46,7 @@ def time_method(comm, acc, n, method, shared, args, out) -> tuple[float, dict]:
     """Median latency (slowest rank) and the stats of the last run."""
     times = []
     stats = None
+    reuse = np.zeros(n, dtype=np.int64) if (args.reuse_out and out == "dense") else None
     for rep in range(args.warmup + args.reps):
         comm.Barrier()
         start = MPI.Wtime()
@@ -57,6 +58,7 @@ def time_method(comm, acc, n, method, shared, args, out) -> tuple[float, dict]:
             to_all=not args.root_only,
             shared_support=shared,
             out=out,
+            dense_out=reuse,
         )
         elapsed = MPI.Wtime() - start
         if rep >= args.warmup:
@@ -77,11 +79,16 @@ def main() -> None:
     parser.add_argument("--density", type=float, nargs="+", default=[0.001, 0.01, 0.05, 0.1, 0.5])
     parser.add_argument("--support", nargs="+", default=["shared", "random"])
     parser.add_argument(
-        "--methods", nargs="+", default=["dense", "shared", "op", "gatherv", "split", "union", "auto"]
+        "--methods",
+        nargs="+",
+        default=["dense", "shared", "op", "gatherv", "split", "union", "auto"],
     )
     parser.add_argument("--form", choices=["sparse", "dense"], default="sparse")
     parser.add_argument("--out", choices=["sparse", "dense"], default="sparse")
     parser.add_argument("--root-only", action="store_true", help="Reduce to rank 0")
+    parser.add_argument(
+        "--reuse-out", action="store_true", help="dense results into one reused buffer"
+    )
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -114,6 +121,7 @@ def main() -> None:
                             "form": args.form,
                             "out": args.out,
                             "to_all": not args.root_only,
+                            "reuse_out": args.reuse_out,
                             "median_s": latency,
                             "dense_allreduce_s": base,
                             "speedup": base / latency,

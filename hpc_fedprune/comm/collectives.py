@@ -251,23 +251,30 @@ def choose_method(n: int, *, nnz_sum: int | None, shared_k: int | None) -> str:
 
 
 def _reduce_words(
-    comm: MPI.Comm, send: np.ndarray, root: int, to_all: bool, tally: _Tally
+    comm: MPI.Comm,
+    send: np.ndarray,
+    root: int,
+    to_all: bool,
+    tally: _Tally,
+    into: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """Exact int64 SUM of equal-length vectors (Allreduce or Reduce)."""
+    """Exact int64 SUM of equal-length vectors (Allreduce or Reduce), optionally ``into``."""
     send = np.ascontiguousarray(send, dtype=np.int64)
+    receives = to_all or comm.Get_rank() == root
+    out = None
+    if receives:
+        out = into if into is not None and into is not send else np.empty_like(send)
     if to_all:
-        out = np.empty_like(send)
         comm.Allreduce(send, out, op=MPI.SUM)
         tally.allreduce(send.nbytes)
-        return out
-    out = np.empty_like(send) if comm.Get_rank() == root else None
-    comm.Reduce(send, out, op=MPI.SUM, root=root)
-    tally.reduce(send.nbytes, root)
+    else:
+        comm.Reduce(send, out, op=MPI.SUM, root=root)
+        tally.reduce(send.nbytes, root)
     return out
 
 
-def _dense(comm, inp: _Input, root, to_all, tally) -> SparseVec | np.ndarray | None:
-    return _reduce_words(comm, inp.dense, root, to_all, tally)
+def _dense(comm, inp: _Input, root, to_all, tally, into) -> np.ndarray | None:
+    return _reduce_words(comm, inp.dense, root, to_all, tally, into)
 
 
 def _shared(comm, inp: _Input, support: np.ndarray, root, to_all, tally) -> SparseVec | None:
@@ -459,6 +466,7 @@ def reduce_sum(
     to_all: bool = False,
     shared_support: np.ndarray | None = None,
     out: str = "dense",
+    dense_out: np.ndarray | None = None,
 ) -> tuple[np.ndarray | SparseVec | None, ReduceStats]:
     """Exact global sum of every rank's int64 accumulator.
 
@@ -484,6 +492,10 @@ def reduce_sum(
         indices keep the call O(K)); enables 'shared'. Non-zeros outside it raise ValueError.
     out : {'dense', 'sparse'}
         Dense int64 vector, or a :class:`SparseVec` of the non-zero sums only.
+    dense_out : numpy.ndarray, optional
+        int64 buffer of length ``n`` that receives a dense result (overwritten, returned).
+        Reusing one across rounds saves the page faults of a fresh ``8n``-byte allocation,
+        which dominate a sparse method's time at large ``n`` (tens of ms at n = 11M).
 
     Returns
     -------
@@ -496,6 +508,8 @@ def reduce_sum(
     if out not in ("dense", "sparse"):
         raise ValueError(f"out must be 'dense' or 'sparse', got {out!r}")
     inp = _Input(acc, n)
+    if dense_out is not None:
+        _check_out(dense_out, inp.n)
     support = None if shared_support is None else support_indices(shared_support, inp.n)
     size, rank = comm.Get_size(), comm.Get_rank()
     tally = _Tally(comm)
@@ -506,7 +520,11 @@ def reduce_sum(
             inp.at(support)  # same validation as the parallel path
         result: np.ndarray | SparseVec | None = inp.dense if out == "dense" else inp.sparse
         if out == "dense":
-            result = result.copy() if result is acc else result
+            if dense_out is not None:
+                np.copyto(_check_out(dense_out, inp.n), result)
+                result = dense_out
+            elif result is acc:
+                result = result.copy()
         else:
             result = sparse.nonzero_only(SparseVec(result.indices.copy(), result.values.copy()))
         return result, _stats("serial", tally, -1, start)
@@ -532,7 +550,7 @@ def reduce_sum(
             raise ValueError("method 'shared' needs shared_support")
         total = _shared(comm, inp, support, root, to_all, tally)
     elif chosen == "dense":
-        total = _dense(comm, inp, root, to_all, tally)
+        total = _dense(comm, inp, root, to_all, tally, dense_out if out == "dense" else None)
     elif chosen == "op":
         total = None
         if nnz_sum > 0:
@@ -549,7 +567,7 @@ def reduce_sum(
     result = None
     if receives:
         if out == "dense":
-            result = total if isinstance(total, np.ndarray) else sparse.to_dense(total, inp.n)
+            result = _densify(total, inp.n, dense_out)
         else:
             vec = sparse.from_dense(total) if isinstance(total, np.ndarray) else total
             result = sparse.nonzero_only(vec)
@@ -560,6 +578,28 @@ def reduce_sum(
             "op_buffer_bytes": tuple(merge.seen),
         }
     return result, _stats(chosen, tally, nnz_sum, start, **extra)
+
+
+def _check_out(buf: np.ndarray, n: int) -> np.ndarray:
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.int64 or buf.shape != (n,):
+        raise ValueError(f"dense_out must be an int64 array of shape ({n},)")
+    if not buf.flags.c_contiguous or not buf.flags.writeable:
+        raise ValueError("dense_out must be C-contiguous and writeable")
+    return buf
+
+
+def _densify(total: np.ndarray | SparseVec, n: int, into: np.ndarray | None) -> np.ndarray:
+    """The dense int64 result, written into ``into`` when given."""
+    if into is None:
+        return total if isinstance(total, np.ndarray) else sparse.to_dense(total, n)
+    if total is into:
+        return into
+    if isinstance(total, np.ndarray):
+        np.copyto(into, total)
+    else:
+        into.fill(0)
+        into[total.indices] = total.values
+    return into
 
 
 def _stats(method, tally, nnz_sum, start, **extra) -> ReduceStats:

@@ -63,11 +63,51 @@ class PartitionConfig:
 
 
 @dataclass(frozen=True)
+class MLPOptions:
+    hidden: tuple[int, ...] = option((128, 128), "hidden layer widths (FedSparsify: 128, 128)")
+
+
+@dataclass(frozen=True)
+class CNNOptions:
+    hidden: int = option(32, "channels of the first conv (McMahan's CNN: 32, then 2x)", min=1)
+    fc: int = option(512, "width of the fully connected layer", min=1)
+
+
+@dataclass(frozen=True)
+class ResNetOptions:
+    norm: str = option("batch", "normalisation layers", choices=("batch", "group"))
+    groups: int = option(2, "groups of GroupNorm", min=1)
+    width: int = option(64, "channels of the first stage", min=1)
+
+
+@dataclass(frozen=True)
+class VGGOptions:
+    norm: str = option("batch", "normalisation layers", choices=("batch", "group", "none"))
+
+
+@dataclass(frozen=True)
+class AlexNetOptions:
+    dropout: float = option(0.5, "dropout probability (keyed by seed, round, client)", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class CNN3DOptions:
+    width: float = option(1.0, "channel multiplier of the 32-64-128-256-256 blocks", min=0.0, min_exclusive=True)
+    blocks: int = option(5, "conv blocks kept (5 in the paper; fewer for small volumes)", min=1, max=5)
+    output_bias: float = option(62.68, "initial output bias (the mean target, years)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = option("small_cnn", "network", choices=MODELS)
-    hidden: tuple[int, ...] = option((128, 128), "mlp: hidden layer widths")
-    norm: str = option("batch", "resnet18_cifar: normalisation layers", choices=("batch", "group"))
-    width: int = option(8, "cnn3d: channels of the first block (the paper uses 32)", min=1)
+    init: str | None = option(None, "weight init (torch | glorot | kaiming; null: the model's own)",
+                              choices=("torch", "glorot", "kaiming"))
+    mlp: MLPOptions = section(MLPOptions, "mlp options")
+    cnn: CNNOptions = section(CNNOptions, "cnn options")
+    resnet18_cifar: ResNetOptions = section(ResNetOptions, "resnet18_cifar options")
+    vgg11: VGGOptions = section(VGGOptions, "vgg11 options")
+    alexnet_cifar: AlexNetOptions = section(AlexNetOptions, "alexnet_cifar options")
+    cnn3d: CNN3DOptions = section(CNN3DOptions, "cnn3d options")
 
 
 @dataclass(frozen=True)

@@ -404,7 +404,11 @@ class VGG11(_ConvClassifier):
 
 
 class CNN3D(nn.Module):
-    """FedSparsify's brain-age 3D CNN (MICCAI 2022), scaled by ``width``.
+    """FedSparsify's brain-age 3D CNN (MICCAI 2022), scaled by ``width`` and ``blocks``.
+
+    ``blocks`` (default 5, the paper's) keeps the first blocks only, so small generated
+    volumes (e.g. 16 x 20 x 16 with 3 blocks) fit a CPU test; every instance norm must
+    still see more than one spatial element.
 
     Five blocks of [Conv3d 3x3x3 'same' (32, 64, 128, 256, 256 channels x width) -> instance
     norm without affine parameters (Keras BatchNorm over the spatial axes, always in
@@ -420,13 +424,16 @@ class CNN3D(nn.Module):
         num_outputs: int,
         *,
         width: float = 1.0,
+        blocks: int = 5,
         output_bias: float = 62.68,
         regression: bool = True,
     ) -> None:
         super().__init__()
         if width <= 0:
             raise InputError(f"cnn3d: width must be positive, got {width}")
-        chans = [max(1, round(c * width)) for c in (32, 64, 128, 256, 256)]
+        if not 1 <= int(blocks) <= 5:
+            raise InputError(f"cnn3d: blocks must be in 1..5, got {blocks}")
+        chans = [max(1, round(c * width)) for c in (32, 64, 128, 256, 256)][: int(blocks)]
         layers: list[nn.Module] = []
         c_in = input_shape[0]
         for c_out in chans:

@@ -78,7 +78,9 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
         )
     labels = as_labels(dataset.y_train, bins=bins)
     stats = partition_stats(labels, parts, dataset.num_classes or bins)
-    options = section_options(config.model, tuple(model_options(config.model.name)))
+    options = section_options(getattr(config.model, config.model.name, None), tuple(model_options(config.model.name)))
+    if config.model.init is not None:
+        options["init"] = config.model.init
     module = build_model(config.model.name, dataset.input_shape, dataset.num_classes, seed=seed, **options)
     model = FlatModel(module.to(device), device=device)
     preset = getattr(getattr(config.algorithm, config.algorithm.name, None), "prunable", "all_trainable")

@@ -108,9 +108,12 @@ class LocalTrainer:
         n = len(indices)
         batch = min(t.batch_size, n)
         idx_all = torch.as_tensor(indices, device=self.x.device)
+        anchor = start[: fm.num_params]
         fm.module.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.x.device)
-        seen = 0
+        # Batch losses stay on the device until the client is done (no host sync and no
+        # float64 ops per step); `_mean_loss` sums them in float64, in step order.
+        losses: list[torch.Tensor] = []
+        sizes: list[int] = []
         steps = 0
         target_steps = t.local_steps if t.local_steps > 0 else None
         if self.has_dropout:
@@ -119,19 +122,20 @@ class LocalTrainer:
         epoch = 0
         while True:
             order = torch.as_tensor(rng.permutation(n), device=self.x.device)
+            shuffled = idx_all[order]  # the epoch's sample order; batches are slices of it
             stop = n - (n % batch) if (t.drop_last and n >= batch) else n
             for lo in range(0, stop, batch):
-                sel = idx_all[order[lo : lo + batch]]
+                sel = shuffled[lo : lo + batch]
                 xb, yb = self.x[sel], self.y[sel]
                 fm.zero_grad()
                 loss = self.loss_fn(fm.module(xb), yb)
                 loss.backward()
-                algorithm.add_penalty_grad(self.params.data, self.params.grad, start[: fm.num_params])
+                algorithm.add_penalty_grad(self.params.data, self.params.grad, anchor)
                 self.optimizer.step()
                 if fmask is not None:
                     fm.flat.mul_(fmask)
-                loss_sum += loss.detach().double() * len(sel)
-                seen += len(sel)
+                losses.append(loss.detach())
+                sizes.append(len(sel))
                 steps += 1
                 if target_steps is not None and steps >= target_steps:
                     break
@@ -140,4 +144,19 @@ class LocalTrainer:
                 break
             if target_steps is not None and steps >= target_steps:
                 break
-        return ClientResult(loss=float(loss_sum) / max(seen, 1), steps=steps, samples=n)
+        return ClientResult(loss=_mean_loss(losses, sizes), steps=steps, samples=n)
+
+
+def _mean_loss(losses: list[torch.Tensor], sizes: list[int]) -> float:
+    """Sample-weighted mean of the batch losses: one device-to-host copy per client.
+
+    Summed in float64 in step order. A float32 loss is exact as a Python float (a double)
+    and so is its product with the batch size, so this gives the same bits as a float64
+    running sum on the device, without three small tensor ops per step.
+    """
+    if not losses:
+        return 0.0
+    total = 0.0
+    for value, size in zip(torch.stack(losses).tolist(), sizes):
+        total += value * size
+    return total / max(sum(sizes), 1)

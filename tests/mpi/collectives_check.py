@@ -66,6 +66,10 @@ def check_reduce(name: str, parts: list[np.ndarray], shared=None) -> None:
             for out in ("dense", "sparse"):
                 for to_all in (False, True):
                     root = SIZE - 1 if not to_all else 0  # a non-zero root too
+                    # A reused output buffer with stale content (sparse input only).
+                    reuse = None
+                    if out == "dense" and form == "sparse":
+                        reuse = np.full(n, 7, dtype=np.int64)
                     result, stats = collectives.reduce_sum(
                         COMM,
                         acc,
@@ -75,6 +79,7 @@ def check_reduce(name: str, parts: list[np.ndarray], shared=None) -> None:
                         to_all=to_all,
                         shared_support=shared,
                         out=out,
+                        dense_out=reuse,
                     )
                     where = f"{name}/{method}/{form}->{out}/to_all={to_all} rank {RANK}"
                     receives = to_all or RANK == root
@@ -82,6 +87,7 @@ def check_reduce(name: str, parts: list[np.ndarray], shared=None) -> None:
                         assert result is None, where
                     elif out == "dense":
                         assert result.dtype == np.int64 and np.array_equal(result, expected), where
+                        assert reuse is None or result is reuse, where
                     else:
                         assert np.array_equal(result.indices, exp_idx), where
                         assert np.array_equal(result.values, expected[exp_idx]), where

@@ -15,11 +15,11 @@ def test_defaults_are_the_quick_start():
 
 
 def test_overrides_parse_as_yaml_and_nest():
-    config = load_config(None, ["federation.rounds=7", "training.lr=0.5", "model.hidden=[64, 32]",
+    config = load_config(None, ["federation.rounds=7", "training.lr=0.5", "model.mlp.hidden=[64, 32]",
                                 "algorithm.fedprox.mu=0.1"])
     assert config.federation.rounds == 7
     assert config.training.lr == 0.5
-    assert config.model.hidden == (64, 32)
+    assert config.model.mlp.hidden == (64, 32)
     assert config.algorithm.fedprox.mu == 0.1
 
 
