@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = cfg_sub.add_parser("show", help="print the fully resolved config (all defaults)")
     show.add_argument("--config", help="YAML config file")
     show.add_argument("overrides", nargs="*", metavar="key.sub=value")
-    cfg_sub.add_parser("keys", help="list every config key with its default and meaning")
+    keys = cfg_sub.add_parser("keys", help="list every config key with its default and meaning")
+    keys.add_argument("--markdown", action="store_true", help="as a Markdown table (README)")
 
     analyze = sub.add_parser("analyze", help="summarise a run and write tables and plots",
                              description="Offline analysis of one run.")
@@ -94,7 +95,13 @@ def command_config(args) -> int:
     from .config import describe_keys, load_config, to_yaml
 
     if args.config_command == "keys":
-        for key, default, text in describe_keys():
+        rows = describe_keys()
+        if args.markdown:
+            print("| key | default | meaning |\n|---|---|---|")
+            for key, default, text in rows:
+                print(f"| `{key}` | `{default!r}` | {text.replace('|', '/')} |")
+            return EXIT_OK
+        for key, default, text in rows:
             print(f"{key} = {default!r}\n    {text}")
         return EXIT_OK
     if args.config_command in (None, "show"):

@@ -34,20 +34,43 @@ class ExactAccumulator:
         self.numel = numel
         self.bound = LIMIT / max(cohort_size, 1)
         self.sums = {name: torch.zeros(numel, dtype=torch.int64, device=device) for name in self.bits}
+        self._work: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add(self, channels: dict[str, torch.Tensor]) -> None:
         """Quantise and add one client's channels (float64 tensors)."""
         for name, values in channels.items():
-            scaled = values.to(torch.float64) * float(2 ** self.bits[name])
-            peak = float(scaled.abs().max()) if scaled.numel() else 0.0
-            if not np.isfinite(peak):
-                raise ExactRangeError("a client update holds NaN or infinity: training diverged")
-            if peak >= self.bound:
-                raise ExactRangeError(
-                    f"channel {name!r}: a client contribution of {peak / 2 ** self.bits[name]:.3g} "
-                    "exceeds the exact accumulator's range"
-                )
-            self.sums[name].add_(torch.round(scaled).to(torch.int64))
+            scale = float(2 ** self.bits[name])
+            scaled, fixed = self._scratch(values)
+            # round(values * 2**bits) as int64, through two reused buffers: the same
+            # operations as ``torch.round(values.double() * scale).to(torch.int64)``
+            # (scaling by a power of two is exact), without four fresh model-sized
+            # temporaries per client, whose allocation costs page faults on the CPU.
+            if values.dtype == torch.float64:
+                torch.mul(values, scale, out=scaled)
+            else:
+                scaled.copy_(values)
+                scaled.mul_(scale)
+            if scaled.numel():
+                lo, hi = torch.stack(torch.aminmax(scaled)).tolist()  # one host sync
+                if not (np.isfinite(lo) and np.isfinite(hi)):
+                    raise ExactRangeError("a client update holds NaN or infinity: training diverged")
+                peak = max(-lo, hi)  # = max |scaled|
+                if peak >= self.bound:
+                    raise ExactRangeError(
+                        f"channel {name!r}: a client contribution of {peak / 2 ** self.bits[name]:.3g} "
+                        "exceeds the exact accumulator's range"
+                    )
+            scaled.round_()
+            fixed.copy_(scaled)
+            self.sums[name].add_(fixed)
+
+    def _scratch(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """float64 and int64 work buffers shaped like ``values``, kept between clients."""
+        work = self._work
+        if work is None or work[0].shape != values.shape or work[0].device != values.device:
+            work = self._work = (torch.empty(values.shape, dtype=torch.float64, device=values.device),
+                                 torch.empty(values.shape, dtype=torch.int64, device=values.device))
+        return work
 
     def packed(self) -> np.ndarray:
         """All channels as one int64 host vector (channel order: sorted names)."""
