@@ -55,16 +55,18 @@ __all__ = [
 
 METHODS = ("auto", "dense", "shared", "op", "gatherv", "split", "union")
 
-# Crossovers measured with benchmarks/sparse_reduce.py (see benchmarks/README.md).
+# Crossovers measured with benchmarks/sparse_reduce.py (see benchmarks/README.md). "Dense
+# I/O" means some rank passes a dense accumulator or the caller wants a dense result: the
+# O(n) conversions to and from sparse form then cost a sparse method part of its lead.
 # Below this many entries the extra nnz round trip of a sparse method costs more than it saves.
 SMALL_N = 32_768
 # Random supports (d = sum of the ranks' nnz / n, an upper bound on the union's density):
 # 'gatherv' (2 collectives, every receiver merges everything) while d <= GATHERV_MAX_DENSITY,
 # 'split' (4 collectives, merge work shared) while d <= SPARSE_MAX_DENSITY, then 'dense'.
 GATHERV_MAX_DENSITY = 0.01
-SPARSE_MAX_DENSITY = 0.10
+SPARSE_MAX_DENSITY = {"sparse_io": 0.10, "dense_io": 0.03}
 # Shared support of K positions: reducing K words beats n words up to this K / n.
-SHARED_MAX_DENSITY = 0.75
+SHARED_MAX_DENSITY = {"sparse_io": 0.50, "dense_io": 0.25}
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,14 @@ class _Input:
             if n is not None and n != acc.size:
                 raise ValueError(f"n={n} but the dense accumulator has {acc.size} entries")
             self.n = int(acc.size)
+            self.is_dense = True  # the form the caller passed
             self._dense: np.ndarray | None = acc
             self._sparse: SparseVec | None = None
         else:
             if n is None:
                 raise ValueError("a sparse accumulator needs n")
             self.n = int(n)
+            self.is_dense = False
             self._dense = None
             self._sparse = sparse.check(acc, self.n)
         self._nnz: int | None = None
@@ -215,7 +219,9 @@ def support_indices(mask_or_indices: np.ndarray, n: int) -> np.ndarray:
 # --------------------------------------------------------------------------- choice
 
 
-def choose_method(n: int, *, nnz_sum: int | None, shared_k: int | None) -> str:
+def choose_method(
+    n: int, *, nnz_sum: int | None = None, shared_k: int | None = None, dense_io: bool = True
+) -> str:
     """The method ``auto`` runs; a function of globally known quantities only.
 
     Parameters
@@ -226,6 +232,8 @@ def choose_method(n: int, *, nnz_sum: int | None, shared_k: int | None) -> str:
         Sum of the ranks' nnz (None before it is gathered).
     shared_k : int or None
         Size of the shared support, when there is one.
+    dense_io : bool
+        Some rank passes a dense accumulator, or the result is wanted dense.
 
     Returns
     -------
@@ -233,18 +241,49 @@ def choose_method(n: int, *, nnz_sum: int | None, shared_k: int | None) -> str:
         'dense', 'shared', 'gatherv', 'split', or 'nnz' (gather the counts first, then
         ask again with ``nnz_sum``).
     """
+    io = "dense_io" if dense_io else "sparse_io"
     if n < SMALL_N:
         return "dense"
     if shared_k is not None:
-        return "shared" if shared_k <= SHARED_MAX_DENSITY * n else "dense"
+        return "shared" if shared_k <= SHARED_MAX_DENSITY[io] * n else "dense"
     if nnz_sum is None:
         return "nnz"
     density = nnz_sum / n
     if density <= GATHERV_MAX_DENSITY:
         return "gatherv"
-    if density <= SPARSE_MAX_DENSITY:
+    if density <= SPARSE_MAX_DENSITY[io]:
         return "split"
     return "dense"
+
+
+def _gather_counts(comm: MPI.Comm, inp: _Input, tally: _Tally) -> np.ndarray:
+    """(size, 2) int64: every rank's nnz and whether its accumulator is dense."""
+    size = comm.Get_size()
+    counts = np.empty((size, 2), dtype=np.int64)
+    comm.Allgather(np.array([inp.nnz, inp.is_dense], dtype=np.int64), counts)
+    tally.gather([16] * size, None)
+    return counts
+
+
+def _auto(
+    comm: MPI.Comm, inp: _Input, support: np.ndarray | None, out: str, tally: _Tally
+) -> tuple[str, np.ndarray | None]:
+    """The method ``auto`` picks (the same on every rank) and, if gathered, the counts."""
+    if inp.n < SMALL_N:
+        return "dense", None
+    if support is not None:
+        dense_io = out == "dense"
+        if not dense_io:
+            flag = np.array([inp.is_dense], dtype=np.int64)
+            any_dense = np.empty_like(flag)
+            comm.Allreduce(flag, any_dense, op=MPI.MAX)
+            tally.allreduce(flag.nbytes)
+            dense_io = bool(any_dense[0])
+        return choose_method(inp.n, shared_k=int(support.size), dense_io=dense_io), None
+    counts = _gather_counts(comm, inp, tally)
+    dense_io = out == "dense" or bool(counts[:, 1].any())
+    chosen = choose_method(inp.n, nnz_sum=int(counts[:, 0].sum()), dense_io=dense_io)
+    return chosen, counts
 
 
 # --------------------------------------------------------------------------- methods
@@ -529,19 +568,14 @@ def reduce_sum(
             result = sparse.nonzero_only(SparseVec(result.indices.copy(), result.values.copy()))
         return result, _stats("serial", tally, -1, start)
 
-    chosen = method
-    nnz_sum = -1
-    counts = None
+    chosen, counts = method, None
     if method == "auto":
-        shared_k = None if support is None else int(support.size)
-        chosen = choose_method(inp.n, nnz_sum=None, shared_k=shared_k)
-    if chosen in ("nnz", "op", "gatherv"):
-        counts = np.empty(size, dtype=np.int64)
-        comm.Allgather(np.array([inp.nnz], dtype=np.int64), counts)
-        tally.gather([8] * size, None)
-        nnz_sum = int(counts.sum())
-        if chosen == "nnz":
-            chosen = choose_method(inp.n, nnz_sum=nnz_sum, shared_k=None)
+        chosen, counts = _auto(comm, inp, support, out, tally)
+    if counts is None and chosen in ("op", "gatherv"):
+        counts = _gather_counts(comm, inp, tally)
+    nnz_sum = -1 if counts is None else int(counts[:, 0].sum())
+    if counts is not None:
+        counts = counts[:, 0]
 
     receives = to_all or rank == root
     merge = None

@@ -113,11 +113,11 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     optimizer: str = option("sgd", "client optimiser", choices=("sgd", "adam"))
-    lr: float = option(0.05, "client learning rate in round 1", min=0.0, min_exclusive=True)
+    lr: float = option(0.1, "client learning rate in round 1", min=0.0, min_exclusive=True)
     lr_decay: float = option(1.0, "per-round factor: lr_t = lr * lr_decay**(t-1)", min=0.0, max=1.0)
     momentum: float = option(0.0, "sgd momentum (reset for every client and round)", min=0.0, max=1.0)
     weight_decay: float = option(0.0, "L2 weight decay of the optimiser", min=0.0)
-    local_epochs: int = option(1, "local epochs per round (ignored when local_steps > 0)", min=1)
+    local_epochs: int = option(2, "local epochs per round (ignored when local_steps > 0)", min=1)
     local_steps: int = option(0, "local optimiser steps per round (0: use local_epochs)", min=0)
     batch_size: int = option(32, "local mini-batch size", min=1)
     drop_last: bool = option(False, "drop each epoch's last incomplete batch")

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +78,14 @@ def run_rounds(
         current.weights.mul_(current.mask)
 
     runfile = RunFile(out_dir / "run.h5") if world.is_root else None
+    devices = world.gather_objects(f"{socket.gethostname()}:{device}")
     first = 1
     resumed_round = world.bcast_object(None if resume is None else resume.round)
     if resumed_round is not None:
         current = restore_state(world, resume, algorithm, device)
         first = resumed_round + 1
     elif world.is_root:
-        create_outputs(config, world, setup, runfile, out_dir, metric_name)
+        create_outputs(config, world, setup, runfile, out_dir, devices)
     start_time = time.perf_counter()
     last: dict[str, float] = {}
     for rnd in range(first, fed.rounds + 1):
@@ -243,7 +245,7 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
     return metrics
 
 
-def create_outputs(config, world, setup, runfile, out_dir, metric_name):
+def create_outputs(config, world, setup, runfile, out_dir, devices):
     """Rank 0: the run directory, config.yaml and the new run file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(to_yaml(config))
@@ -261,6 +263,7 @@ def create_outputs(config, world, setup, runfile, out_dir, metric_name):
             "num_clients": config.partition.num_clients,
             "rounds_planned": config.federation.rounds,
             "device": setup.device,
+            "devices": json.dumps(devices),
         },
         layout=setup.model.layout,
         prunable=setup.algorithm.prunable.cpu().numpy(),

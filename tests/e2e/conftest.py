@@ -18,6 +18,7 @@ TINY = [
     "federation.rounds=3",
     "training.batch_size=16",
     "training.lr=0.1",
+    "training.local_epochs=1",
     "runtime.seed=3",
 ]
 

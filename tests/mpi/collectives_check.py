@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from hpc_fedprune.comm import collectives, encodings
+from hpc_fedprune.comm import collectives, encodings, sparse
 from hpc_fedprune.comm.wire import round_values
 
 COMM = MPI.COMM_WORLD
@@ -117,25 +117,46 @@ def check_op_whole_buffer() -> None:
 
 
 def check_auto_choices() -> None:
-    """auto agrees on one method on every rank, and takes the sparse path when sparse."""
+    """auto agrees on one method on every rank and follows the documented crossovers."""
     global checks
     n = 200_000
-    for density, allowed in ((0.001, "gatherv"), (0.05, "split"), (0.9, "dense")):
-        parts = contributions(99, n, density / SIZE)
-        result, stats = collectives.reduce_sum(COMM, parts[RANK], to_all=True)
-        assert np.array_equal(result, np.sum(np.stack(parts), axis=0))
+
+    def run(parts, expected_method, *, io, shared=None):
+        global checks
+        dense_in = parts[RANK]
+        if io == "mixed":  # rank 0 dense, the others sparse: every rank must still agree
+            use_dense = RANK == 0
+        else:
+            use_dense = io == "dense"
+        idx = np.flatnonzero(dense_in)
+        acc = dense_in if use_dense else (idx, dense_in[idx])
+        out = "dense" if io == "dense" else "sparse"
+        result, stats = collectives.reduce_sum(
+            COMM, acc, n=n, to_all=True, shared_support=shared, out=out
+        )
+        want = np.sum(np.stack(parts), axis=0)
+        got = result if out == "dense" else sparse.to_dense(result, n)
+        assert np.array_equal(got, want)
         methods = COMM.allgather(stats.method)
         assert len(set(methods)) == 1, methods
-        assert SIZE == 1 or stats.method == allowed, (density, stats.method)
+        assert SIZE == 1 or stats.method == expected_method, (io, stats.method, expected_method)
         checks += 1
-    for share, allowed in ((0.1, "shared"), (0.9, "dense")):
-        support = np.arange(0, int(share * n))
-        parts = contributions(98, n, 0.5, support=support)
-        result, stats = collectives.reduce_sum(COMM, parts[RANK], shared_support=support)
-        if RANK == 0:
-            assert np.array_equal(result, np.sum(np.stack(parts), axis=0))
-        assert SIZE == 1 or stats.method == allowed, (share, stats.method)
-        checks += 1
+
+    for io, cases in (
+        ("sparse", ((0.001, "gatherv"), (0.05, "split"), (0.5, "dense"))),
+        ("dense", ((0.001, "gatherv"), (0.02, "split"), (0.05, "dense"))),
+        ("mixed", ((0.05, "dense"),)),
+    ):
+        for density, expected_method in cases:
+            run(contributions(99, n, density / SIZE), expected_method, io=io)
+    for io, cases in (
+        ("sparse", ((0.1, "shared"), (0.4, "shared"), (0.9, "dense"))),
+        ("dense", ((0.1, "shared"), (0.4, "dense"))),
+        ("mixed", ((0.4, "dense"),)),
+    ):
+        for share, expected_method in cases:
+            support = np.arange(0, int(share * n))
+            run(contributions(98, n, 0.5, support=support), expected_method, io=io, shared=support)
 
 
 def check_bad_input() -> None:
