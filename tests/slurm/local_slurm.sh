@@ -152,7 +152,8 @@ JobCompType=jobcomp/none
 MinJobAge=600
 # Schedule pending (and requeued) jobs within a second or two, not every 30-60 s.
 SchedulerParameters=sched_interval=1,bf_interval=1
-KillWait=10
+# Seconds between TERM and KILL when a job ends early (a requeue, a cancel): time to checkpoint.
+KillWait=30
 InactiveLimit=0
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$CPUS State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP
