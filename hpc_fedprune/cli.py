@@ -134,7 +134,7 @@ def command_run(args) -> int:
 
 
 def _run(args, world) -> int:
-    from .comm.world import limit_threads, pick_device
+    from .comm.world import check_launch, limit_threads, pick_device
     from .config import load_config
     from .sim.loop import run_rounds
     from .sim.setup import build_setup
@@ -144,6 +144,7 @@ def _run(args, world) -> int:
     setup = out_dir = config = checkpoint = None
     finished = False
     try:
+        check_launch(world)
         if args.resume:
             out_dir = Path(args.resume)
             if args.config or args.out or args.overrides:

@@ -128,6 +128,29 @@ class World:
         return out
 
 
+def check_launch(world: World, environ=None) -> None:
+    """Refuse a launch where srun started N separate single-rank worlds.
+
+    Without a PMI that matches the MPI library (``srun --mpi=pmi2`` for MPICH), every task
+    initialises MPI alone and the job would silently run N identical copies of the
+    experiment. Slurm still tells each task how many tasks the step has.
+
+    Raises
+    ------
+    InputError
+        The step has several tasks but this MPI world has one rank.
+    """
+    env = os.environ if environ is None else environ
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS")
+    if world.size != 1 or "SLURM_PROCID" not in env or not tasks or not tasks.isdigit():
+        return
+    if int(tasks) > 1 and env.get("SLURM_STEP_ID", "").isdigit():
+        raise InputError(
+            f"srun started {tasks} tasks but each sees an MPI world of size 1 (no PMI): "
+            "launch with `srun --mpi=pmi2` (MPICH) or `--mpi=pmix` (Open MPI), or with mpirun"
+        )
+
+
 def pick_device(preference: str, local_rank: int) -> str:
     """The torch device of this rank: node-local rank modulo the visible GPUs, else CPU.
 
