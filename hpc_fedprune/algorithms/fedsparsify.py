@@ -23,6 +23,7 @@ class FedSparsify(Algorithm):
 
     name = "fedsparsify"
     prunes = True
+    channels_within_mask = True  # local models live under the global mask (no regrowth)
 
     def __init__(self, config, prunable, trainable) -> None:
         super().__init__(config, prunable, trainable)

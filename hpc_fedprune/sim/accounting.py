@@ -1,8 +1,11 @@
 """Bytes: what simulated clients send and receive, and what the ranks actually move.
 
-Client traffic is measured from the encoded buffers (`hpc_fedprune.comm.encodings`),
-never estimated from the sparsity. MPI traffic is the payload each rank hands to the
-collectives of the round.
+Client traffic is the exact size of the encoded buffers (`hpc_fedprune.comm.encodings`:
+values over a shared mask, COO, Elias-Fano delta or bitmap positions plus values, or
+dense, whichever is smallest), never an estimate from the sparsity. The sizes come from
+counts taken on the device (`plan_from_counts` equals `plan` on the real buffer), so no
+client buffer is built or copied to the host just to be measured. MPI traffic is the
+payload each rank handed to or got from the round's collectives.
 """
 
 from __future__ import annotations
@@ -11,23 +14,32 @@ import numpy as np
 import torch
 
 from ..algorithms.base import GlobalModel, Upload
-from ..comm.world import World, bcast_array
+from ..comm import collectives
+from ..comm.encodings import EncodedInfo, plan_from_counts
+from ..comm.world import World
 
-HEADER_BYTES = 16
-VALUE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-def upload_bytes(upload: Upload, value_dtype: str) -> tuple[int, int]:
-    """(encoded bytes, value bytes only) of one client's upload."""
-    n = upload.message.numel() if upload.support is None else int(upload.support.sum())
-    values = n * VALUE_BYTES[value_dtype]
-    return HEADER_BYTES + values, values
+WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def download_bytes(model: GlobalModel, value_dtype: str) -> int:
-    """Encoded bytes of the global model one client downloads."""
-    n = model.weights.numel() if model.mask is None else int(model.mask.sum())
-    return HEADER_BYTES + n * VALUE_BYTES[value_dtype]
+def round_to_wire_(values: torch.Tensor, value_dtype: str) -> None:
+    """Round values in place to what the wire carries (nearest even); float32 is a no-op."""
+    if value_dtype != "float32":
+        values.copy_(values.to(WIRE_DTYPES[value_dtype]).to(torch.float32))
+
+
+def upload_info(upload: Upload, value_dtype: str) -> EncodedInfo:
+    """The encoding of one client's upload (smallest method, exact size)."""
+    message = upload.message
+    nnz = int(torch.count_nonzero(message))
+    shared_k = int(upload.support.sum()) if upload.shared_support else None
+    return plan_from_counts(message.numel(), nnz, value_dtype=value_dtype, shared_k=shared_k)
+
+
+def download_info(model: GlobalModel, value_dtype: str) -> EncodedInfo:
+    """The encoding of the global model one client downloads (positions included: the
+    client holds no state between participations)."""
+    nnz = int(torch.count_nonzero(model.weights))
+    return plan_from_counts(model.weights.numel(), nnz, value_dtype=value_dtype)
 
 
 def sparsity(model: GlobalModel, prunable: torch.Tensor) -> float:
@@ -42,27 +54,33 @@ def sparsity(model: GlobalModel, prunable: torch.Tensor) -> float:
     return 1.0 - kept / total
 
 
-def reduce_to_root(world: World, packed: np.ndarray) -> tuple[np.ndarray | None, int]:
-    """Exact int64 sum of every rank's packed accumulator, on rank 0; and bytes moved."""
-    total = world.sum_int64(packed)
-    return (total if world.is_root else None), packed.nbytes * world.size
+def reduce_to_root(
+    world: World, packed: np.ndarray, method: str, shared: np.ndarray | None
+) -> tuple[np.ndarray | None, int]:
+    """Exact int64 sum of every rank's packed accumulator on rank 0, and this rank's bytes.
+
+    ``shared``: bool support (over the packed vector) outside which every rank's sum is
+    zero, so the values travel without indices.
+    """
+    total, stats = collectives.reduce_sum(world.comm, packed, method=method, root=0, shared_support=shared)
+    return total, stats.mpi_bytes
 
 
-def broadcast_model(world: World, model: GlobalModel | None, device) -> tuple[GlobalModel, int]:
-    """Every rank receives rank 0's new global weights and mask; returns bytes moved."""
+def broadcast_model(world: World, model: GlobalModel | None, previous_mask, device) -> tuple[GlobalModel, int]:
+    """Every rank receives rank 0's new global weights and mask; returns this rank's bytes.
+
+    Only the mask's changes travel when every rank holds the previous mask.
+    """
     if world.size == 1:
         return model, 0
-    meta = world.bcast_object(None if not world.is_root else (model.weights.numel(), model.mask is not None))
-    numel, has_mask = meta
-    weights = bcast_array(world, model.weights.cpu().numpy() if world.is_root else None, (numel,), np.float32)
-    moved = weights.nbytes * (world.size - 1)
-    mask = None
-    if has_mask:
-        packed = np.packbits(model.mask.cpu().numpy()) if world.is_root else None
-        packed = bcast_array(world, packed, ((numel + 7) // 8,), np.uint8)
-        moved += packed.nbytes * (world.size - 1)
-        if not world.is_root:
-            mask = torch.from_numpy(np.unpackbits(packed, count=numel).astype(bool)).to(device)
+    prev = None if previous_mask is None else previous_mask.cpu().numpy()
+    weights, mask, stats = collectives.broadcast_model(
+        world.comm,
+        model.weights.cpu().numpy() if world.is_root else None,
+        None if not world.is_root or model.mask is None else model.mask.cpu().numpy(),
+        prev_mask=prev,
+    )
     if world.is_root:
-        return model, moved
-    return GlobalModel(torch.from_numpy(weights.copy()).to(device), mask), moved
+        return model, stats.bytes_sent + stats.bytes_recv
+    mask_t = None if mask is None else torch.from_numpy(mask).to(device)
+    return GlobalModel(torch.from_numpy(weights).to(device), mask_t), stats.bytes_sent + stats.bytes_recv

@@ -72,6 +72,12 @@ class ExactAccumulator:
                                  torch.empty(values.shape, dtype=torch.int64, device=values.device))
         return work
 
+    def tile(self, mask: torch.Tensor | None) -> np.ndarray | None:
+        """A bool support over the packed vector: ``mask`` repeated for every channel."""
+        if mask is None:
+            return None
+        return np.tile(mask.cpu().numpy(), len(self.bits))
+
     def packed(self) -> np.ndarray:
         """All channels as one int64 host vector (channel order: sorted names)."""
         return torch.cat([self.sums[name] for name in self.bits]).cpu().numpy()

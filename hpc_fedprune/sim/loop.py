@@ -3,7 +3,7 @@
     cohort   = sample(seed, round)                    same on every rank
     mine     = schedule(cohort, rank)                 balanced by client size
     for c in mine:                                    one model object, loaded in place
-        train c from the global model                 algorithm hooks: mask, penalty
+        train c from the global model                 algorithm hooks: masks, penalty
         upload = algorithm.upload(...)                bytes counted from the encoding
         rank_sums += exact(upload.channels)           int64 fixed point, order-free
     sums = reduce(rank_sums) to rank 0                one collective per round
@@ -103,6 +103,7 @@ def run_rounds(
         sums = ExactAccumulator(algorithm.channel_bits, model.numel, len(cohort), device)
         records = []
         for client in mine.tolist():
+            algorithm.begin_client(ctx, current, client)
             result = trainer.train(
                 client=client,
                 round_index=rnd,
@@ -111,25 +112,31 @@ def run_rounds(
                 mask=algorithm.train_mask(ctx, current, client),
                 lr=ctx.lr,
                 algorithm=algorithm,
+                forward_mask=algorithm.forward_mask(ctx, current, client),
             )
             maybe_fail("train", world.rank, rnd)
             local = model.flat
             local_mask = algorithm.finish_local(ctx, current, local, client)
+            accounting.round_to_wire_(local, config.comm.value_dtype)
             upload = algorithm.upload(ctx, current, local, local_mask, result.samples)
-            up_bytes, up_values = accounting.upload_bytes(upload, config.comm.value_dtype)
+            wire = accounting.upload_info(upload, config.comm.value_dtype)
+            up_bytes, up_values = wire.total_bytes, wire.value_bytes
             sums.add(upload.channels)
             records.append((client, result.loss, result.samples, up_bytes, up_values,
                             local_mask_record(model, algorithm, local_mask, config)))
         maybe_fail("reduce", world.rank, rnd)
-        total, mpi_bytes = accounting.reduce_to_root(world, sums.packed())
-        gathered = world.gather_objects(records)
+        shared = sums.tile(current.mask) if algorithm.channels_within_mask else None
+        total, reduce_bytes = accounting.reduce_to_root(world, sums.packed(), config.comm.reduce, shared)
 
         # Server step on rank 0, then every rank receives the new global model.
         previous_mask = current.mask
         if world.is_root:
             merged = sums.unpack(total, device)
             current = algorithm.server_step(ctx, merged, current)
-        current, bcast_bytes = accounting.broadcast_model(world, current, device)
+            # Zeros travel as +0.0; make rank 0's copy the same bits as everyone else's.
+            current.weights.masked_fill_(current.weights == 0, 0.0)
+        current, bcast_bytes = accounting.broadcast_model(world, current, previous_mask, device)
+        gathered = world.gather_objects((records, reduce_bytes + bcast_bytes))
 
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             model.load_(current.weights)
@@ -138,9 +145,10 @@ def run_rounds(
         else:
             scores, local_acc = {}, None
         if world.is_root:
-            rows = sorted((r for part in gathered for r in part), key=lambda r: r[0])
+            rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r[0])
+            mpi_bytes = sum(b for _, b in gathered)
             last = round_metrics(rnd, rows, scores, local_acc, current, setup, config, ds.task,
-                                 mpi_bytes + bcast_bytes, time.perf_counter() - t_round)
+                                 mpi_bytes, time.perf_counter() - t_round)
             last.update(algorithm.metrics())
             maybe_fail("write", world.rank, rnd)
             mask_changed = current.mask is not None and (
@@ -182,7 +190,7 @@ def restore_state(world: World, resume: Checkpoint | None, algorithm, device) ->
         model = GlobalModel(torch.from_numpy(resume.weights).to(device), mask)
         algorithm.load_state_dict(
             {k: torch.from_numpy(v) for k, v in resume.algorithm.items()}, device)
-    model, _ = accounting.broadcast_model(world, model, device)
+    model, _ = accounting.broadcast_model(world, model, None, device)
     return model
 
 
@@ -223,7 +231,7 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
     losses = np.array([r[1] for r in rows], dtype=np.float64)
     numel = setup.model.numel
     sparsity = accounting.sparsity(current, setup.algorithm.prunable)
-    down = accounting.download_bytes(current, config.comm.value_dtype) * len(rows)
+    down = accounting.download_info(current, config.comm.value_dtype).total_bytes * len(rows)
     metrics = {
         "round": rnd,
         ("test_accuracy" if task == "classification" else "test_mae"): scores.get(
