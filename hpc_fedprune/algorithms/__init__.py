@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Algorithm, GlobalModel, RoundContext, Upload
+from .feddip import FedDIP
 from .fedprox import FedProx
 from .fedsparsify import FedSparsify
 
@@ -10,12 +11,15 @@ REGISTRY: dict[str, type[Algorithm]] = {
     "fedavg": Algorithm,
     "fedprox": FedProx,
     "fedsparsify": FedSparsify,
+    "feddip": FedDIP,
 }
 
 
-def make_algorithm(config, prunable, trainable) -> Algorithm:
-    """The algorithm object named by ``config.algorithm.name``."""
-    return REGISTRY[config.algorithm.name](config, prunable, trainable)
+def make_algorithm(config, prunable, trainable, layout=()) -> Algorithm:
+    """The algorithm object named by ``config.algorithm.name``, given the model's layout."""
+    algorithm = REGISTRY[config.algorithm.name](config, prunable, trainable)
+    algorithm.set_layout(layout)
+    return algorithm
 
 
 __all__ = ["Algorithm", "GlobalModel", "RoundContext", "Upload", "make_algorithm", "REGISTRY"]

@@ -4,9 +4,17 @@ An algorithm never sees MPI. The round loop (`hpc_fedprune.sim.loop`) calls the 
 below in a fixed order; this base class is plain FedAvg (FedAvgM with server momentum),
 and each method overrides only the points where it differs (DESIGN section 3b).
 
-Client side (every rank, once per client):
+Set-up (every rank, once):
+    ``set_layout``   -> the flat model's tensor layout, for per-tensor work (ERK masks,
+                        per-layer penalties); called by ``make_algorithm``
+Client side (every rank, once per client, in this order):
+    ``begin_client`` -> remember per-client facts of the round (FedDIP: its mask and the
+                        round's penalty coefficient) before the hooks below run
     ``train_mask``   -> the mask re-applied after every optimiser step (None: dense)
-    ``add_penalty_grad`` -> the gradient of an extra local loss term (FedProx)
+    ``forward_mask`` -> error feedback: forward and backward see ``w * M``, the step is
+                        applied to the dense ``w`` (None: the forward pass sees ``w``)
+    ``add_penalty_grad`` -> the gradient of an extra local loss term (FedProx, FedDIP),
+                        taken at the weights the forward pass saw
     ``finish_local`` -> changes to the local model after training (local purge)
     ``upload``       -> what the client sends, and the sums the server needs from it
 Server side (rank 0 only, once per round):
@@ -111,6 +119,9 @@ class Algorithm:
     name = "fedavg"
     prunes = False  # whether the method keeps a global mask (and writes /masks)
     channel_bits = {"delta": REAL_BITS}  # what every client's upload adds to the sums
+    # True when every channel is zero outside the global mask (clients train under it and
+    # send nothing else), so the ranks' sums travel as values over the mask, no indices.
+    channels_within_mask = False
 
     def __init__(self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor) -> None:
         self.config = config
@@ -119,21 +130,42 @@ class Algorithm:
         self.momentum: torch.Tensor | None = None  # server momentum buffer (FedAvgM)
 
     # ------------------------------------------------------------------ set-up
+    layout: tuple = ()  # TensorInfo per tensor of the flat model (see set_layout)
+
+    def set_layout(self, layout) -> None:
+        """Receive the flat model's layout (``FlatModel.layout``) before any other hook."""
+        self.layout = tuple(layout)
+
     def initial_mask(self, weights: torch.Tensor) -> torch.Tensor | None:
         """The global mask before round 1 (None: dense)."""
         return None
 
     # ------------------------------------------------------------- client side
+    def begin_client(self, ctx: RoundContext, model: GlobalModel, client: int) -> None:
+        """Called first for every client of a round: a place to prepare what later hooks use."""
+
     def train_mask(self, ctx: RoundContext, model: GlobalModel, client: int) -> torch.Tensor | None:
         """Mask re-applied after every local optimiser step; default: the global mask."""
         return model.mask
+
+    def forward_mask(
+        self, ctx: RoundContext, model: GlobalModel, client: int
+    ) -> torch.Tensor | None:
+        """Mask the forward pass sees, with the gradient applied to the dense weights.
+
+        When set, every local step runs forward and backward on ``w * M`` and the optimiser
+        then steps the dense ``w`` (error feedback, Lin et al. 2020): masked coordinates keep
+        moving. Default None: the forward pass sees the weights themselves.
+        """
+        return None
 
     def add_penalty_grad(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
         """Add the gradient of an extra local loss term to the flat gradient, in place.
 
         Penalties of the methods here (proximal, norm) have closed-form gradients, so one
         vector operation on the flat buffers replaces a second autograd graph per step.
-        ``anchor`` holds the weights the client downloaded.
+        ``params`` holds the weights the forward pass saw (``w * M`` under a forward mask),
+        ``anchor`` the weights the client downloaded.
         """
 
     def finish_local(self, ctx: RoundContext, model: GlobalModel, local: torch.Tensor, client: int) -> torch.Tensor | None:

@@ -23,7 +23,7 @@ DATASETS = (
     "hdf5",
 )
 MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
-ALGORITHMS = ("fedavg", "fedprox", "fedsparsify")
+ALGORITHMS = ("fedavg", "fedprox", "fedsparsify", "feddip")
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,55 @@ class FedSparsifyConfig:
 
 
 @dataclass(frozen=True)
+class FedDIPConfig:
+    mode: str = option(
+        "feddip",
+        "feddip: pruning, error feedback and the norm penalty; feddp: without the penalty; "
+        "reg_only: the penalty without pruning",
+        choices=("feddip", "feddp", "reg_only"),
+    )
+    s_0: float = option(
+        0.5, "sparsity of round 1's random ERK client masks and of the first mask", min=0.0, max=1.0
+    )
+    s_T: float = option(
+        0.9, "target sparsity of the prunable set (cubic schedule from s_0)", min=0.0, max=1.0
+    )
+    reconfig_interval: int = option(
+        5, "the server re-prunes the aggregate every k rounds (rounds 1, 1+k, ...)", min=1
+    )
+    end_round: int = option(
+        0,
+        "round whose mask reaches s_T (0: the run's last re-pruning round; rounds+1: the "
+        "authors' code)",
+        min=0,
+    )
+    regrowth: str = option(
+        "nested",
+        "nested: the old mask is applied before re-pruning (authors' code); free: prune the "
+        "unmasked aggregate of dense uploads, weights can come back (needs upload=dense)",
+        choices=("nested", "free"),
+    )
+    lambda_max: float = option(
+        1e-3, "norm penalty coefficient the staircase climbs towards (20 steps from 5e-4)", min=0.0
+    )
+    upload: str = option(
+        "masked",
+        "masked: the client sends w*M over the global mask; dense: every weight (authors' code)",
+        choices=("masked", "dense"),
+    )
+    prunable: str = option(
+        "conv_linear_weights",
+        "prunable set preset",
+        choices=("all_trainable", "conv_linear_weights", "all_params"),
+    )
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = option("fedavg", "federated method", choices=ALGORITHMS)
     fedprox: FedProxConfig = section(FedProxConfig, "FedProx settings")
     fedsparsify: FedSparsifyConfig = section(FedSparsifyConfig, "FedSparsify settings")
+    feddip: FedDIPConfig = section(FedDIPConfig, "FedDIP settings")
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
     model = FlatModel(module.to(device), device=device)
     preset = getattr(getattr(config.algorithm, config.algorithm.name, None), "prunable", "all_trainable")
     prunable = prunable_mask(model.layout, preset, device=device)
-    algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device))
+    algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device), model.layout)
     return Setup(dataset, parts, test_parts, sizes, stats, model, algorithm, device, cohort_size(config))
 
 

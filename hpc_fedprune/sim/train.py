@@ -7,6 +7,11 @@ tensors that already live on the rank's device (no DataLoader, no per-client obj
 The optimiser works on ONE flat parameter: the model's parameters are views into the
 prefix of the flat buffer (buffers such as BatchNorm statistics follow them), so a step,
 a mask and a penalty gradient are each a single vector operation.
+
+Two ways a mask enters a step: a *train mask* is re-applied after every optimiser step
+(projection: pruned weights stay zero), a *forward mask* is applied only for the forward
+and backward pass, after which the dense weights are restored and stepped (error
+feedback: pruned weights keep moving).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class LocalTrainer:
         self.params.grad = flat_model.grad[:n_params]
         self.optimizer = self._make_optimizer()
         self.mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.forward_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.dense: torch.Tensor | None = None  # the dense weights while a forward mask is on
         # Dropout layers draw from a per-client generator (KeyedDropout), never the global RNG.
         self.has_dropout = set_dropout_generator(flat_model.module, None) > 0
 
@@ -70,6 +77,12 @@ class LocalTrainer:
         if self.mask_cache is None or self.mask_cache[0] is not mask:
             self.mask_cache = (mask, mask.to(torch.float32))
         return self.mask_cache[1]
+
+    def _float_forward_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The forward mask over the parameters as float32, cached like `_float_mask`."""
+        if self.forward_cache is None or self.forward_cache[0] is not mask:
+            self.forward_cache = (mask, mask[: self.model.num_params].to(torch.float32))
+        return self.forward_cache[1]
 
     def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":
@@ -86,12 +99,15 @@ class LocalTrainer:
         mask: torch.Tensor | None,
         lr: float,
         algorithm,
+        forward_mask: torch.Tensor | None = None,
     ) -> ClientResult:
         """Train one client from ``start``; the result stays in the model's flat buffer.
 
-        Batch order comes from (seed, round, client), and dropout draws from a generator
-        seeded from the same key, so a client's training is identical on whatever rank
-        runs it.
+        ``mask`` is re-applied after every step; under ``forward_mask`` each step's forward
+        and backward pass (and the penalty gradient) see ``w * forward_mask`` while the
+        optimiser steps the dense ``w``. Batch order comes from (seed, round, client), and
+        dropout draws from a generator seeded from the same key, so a client's training is
+        identical on whatever rank runs it.
         """
         t = self.config.training
         seed = self.config.runtime.seed
@@ -101,6 +117,12 @@ class LocalTrainer:
         if mask is not None:
             fmask = self._float_mask(mask)
             fm.flat.mul_(fmask)
+        params = self.params.data
+        ffwd = None
+        if forward_mask is not None:
+            ffwd = self._float_forward_mask(forward_mask)
+            if self.dense is None or self.dense.shape != params.shape:
+                self.dense = torch.empty_like(params)
         self.optimizer.state.clear()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -128,9 +150,14 @@ class LocalTrainer:
                 sel = shuffled[lo : lo + batch]
                 xb, yb = self.x[sel], self.y[sel]
                 fm.zero_grad()
+                if ffwd is not None:
+                    self.dense.copy_(params)  # keep w; the pass below sees w * M
+                    params.mul_(ffwd)
                 loss = self.loss_fn(fm.module(xb), yb)
                 loss.backward()
-                algorithm.add_penalty_grad(self.params.data, self.params.grad, anchor)
+                algorithm.add_penalty_grad(params, self.params.grad, anchor)
+                if ffwd is not None:
+                    params.copy_(self.dense)  # the gradient at w * M steps the dense w
                 self.optimizer.step()
                 if fmask is not None:
                     fm.flat.mul_(fmask)

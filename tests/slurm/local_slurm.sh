@@ -36,7 +36,7 @@ wait_for() {
     local limit=$1 what=$2; shift 2
     local deadline=$((SECONDS + limit))
     until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || return 1
+        ((SECONDS < deadline)) || { say "timed out after $limit s waiting for $what" >&2; return 1; }
         sleep 0.5
     done
 }
@@ -87,7 +87,7 @@ cmd_install() {
     [[ -z $(missing_packages) ]] || cannot "still missing after install: $(missing_packages)"
 }
 
-munge_works() { munge -n </dev/null | unmunge >/dev/null 2>&1; }
+munge_works() { { munge -n </dev/null | unmunge; } >/dev/null 2>&1; }
 
 start_munge() {
     if munge_works; then
@@ -114,7 +114,8 @@ start_munge() {
 }
 
 write_conf() {
-    local node=$1
+    local node=$1 first_job_id
+    first_job_id=$(( ($(date +%s) % 600000) * 100 + 1 ))  # < MaxJobId (67043328)
     if [[ -e $CONF ]] && ! grep -qF "$MARK" "$CONF"; then
         cannot "$CONF exists and was not written by this script: not replacing a real site config"
     fi
@@ -123,6 +124,10 @@ write_conf() {
 $MARK
 # A one-node test cluster; replaced at every start, see that script.
 ClusterName=fedprunetest
+# Job ids differ from one start to the next (slurmctld -c would begin at 1 every time): MPICH
+# names shared memory after "<jobid>.<stepid>", and a segment left by an aborted job of an
+# earlier start would break the MPI_Init of a new job with the same id.
+FirstJobId=$first_job_id
 SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
@@ -169,9 +174,9 @@ cmd_start() {
     node=$(hostname -s)
     mkdir -p "$STATE"
     write_conf "$node"   # before stopping anything: refuses a foreign config
-    # A previous start of ours that was never stopped (a killed test run): stop it first.
-    stop_pidfile "$STATE/slurmd.pid" slurmd
-    stop_pidfile "$STATE/slurmctld.pid" slurmctld
+    # A previous start of ours that was never stopped (a killed test run): stop it first,
+    # its jobs included (slurmctld -c below forgets them, their processes would go on).
+    stop_cluster
     rm -rf "$STATE/ctld" "$STATE/slurmd"
     mkdir -p "$STATE/ctld" "$STATE/slurmd"
     : >"$STATE/slurmctld.log"
@@ -188,18 +193,41 @@ cmd_start() {
     say "node $node idle (CPUs=$CPUS, MpiDefault=pmi2); logs in $STATE"
 }
 
-cmd_stop() {
-    local jobs
+# Cancel every job, stop slurmd and slurmctld. Job processes that outlive that (a job of a
+# controller that was restarted) are ours too: this script's slurm.conf is the only one here.
+stop_cluster() {
+    local jobs pid
     if scontrol ping >/dev/null 2>&1; then
         jobs=$(squeue -h -o %A 2>/dev/null || true)
         if [[ -n $jobs ]]; then
             # shellcheck disable=SC2086
-            scancel --full $jobs 2>/dev/null || true
-            wait_for 20 "jobs to end" bash -c '[[ -z $(squeue -h -t R,CG -o %A) ]]' || true
+            scancel $jobs 2>/dev/null || true
+            # shellcheck disable=SC2016  # expanded by the inner bash
+            wait_for 40 "jobs to end" bash -c '[[ -z $(squeue -h -t R,CG,S -o %A) ]]' || true
         fi
     fi
     stop_pidfile "$STATE/slurmd.pid" slurmd
     stop_pidfile "$STATE/slurmctld.pid" slurmctld
+    if grep -qF "$MARK" "$CONF" 2>/dev/null; then
+        for pid in $(pgrep -x slurmstepd || true); do
+            [[ $(ps -o stat= -p "$pid") == Z* ]] && continue
+            say "killing a leftover slurmstepd (pid $pid) and its processes"
+            # shellcheck disable=SC2046
+            kill -KILL "$pid" $(descendants "$pid") 2>/dev/null || true
+        done
+    fi
+}
+
+descendants() {  # the pids of every process below $1
+    local child
+    for child in $(ps -o pid= --ppid "$1"); do
+        echo "$child"
+        descendants "$child"
+    done
+}
+
+cmd_stop() {
+    stop_cluster
     stop_pidfile "$STATE/munged.pid" munged
 }
 

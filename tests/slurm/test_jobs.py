@@ -89,9 +89,12 @@ def submitted(slurm, tmp_path_factory):
         "base": base, "runs": runs, "env": env, "sweep_file": sweep_file, "submit": submit,
         "run_job": run_job, "sweep_job": sweep_job, "reference": reference,
         "run_log": Path(str(run_log).replace("%j", str(run_job))),
-        "sweep_logs": [Path(str(sweep_log).replace("%A", str(sweep_job)).replace("%a", str(i)))
-                       for i in (1, 2)],
+        "sweep_log": sweep_log, "sweep_logs": sweep_logs(sweep_log, sweep_job),
     }
+
+
+def sweep_logs(template: Path, job: int) -> list[Path]:
+    return [Path(str(template).replace("%A", str(job)).replace("%a", str(i))) for i in (1, 2)]
 
 
 @pytest.mark.timeout(420)
@@ -134,8 +137,7 @@ def test_sweep_resubmitted_skips_finished_runs(slurm, submitted):
     rows = sweep_list(slurm, submitted["sweep_file"], submitted["env"])
     before = {out: (out / "run.h5").read_bytes() for _, out in rows}
     again = slurm.sbatch(submitted["submit"], submitted["env"])
-    logs = [Path(str(p).replace(str(submitted["sweep_job"]), str(again)))
-            for p in submitted["sweep_logs"]]
+    logs = sweep_logs(submitted["sweep_log"], again)
     records = slurm.wait(again, timeout=120, logs=logs)
     assert len(records) == 2 and all(job_ok(r) for r in records), slurm.diagnostics(logs)
     for log, (_, out) in zip(logs, rows):

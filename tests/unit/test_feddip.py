@@ -1,0 +1,314 @@
+"""FedDIP: error feedback, schedules by round, masks, penalty gradient, real short runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hpc_fedprune.algorithms import Algorithm, GlobalModel, RoundContext, make_algorithm
+from hpc_fedprune.algorithms.feddip import feddip_schedule
+from hpc_fedprune.analysis import load_run
+from hpc_fedprune.config import load_config
+from hpc_fedprune.errors import InputError
+from hpc_fedprune.models import FlatModel, build_model
+from hpc_fedprune.pruning import erk_counts, kept_count, pruned_count
+from hpc_fedprune.pruning.penalty import layer_slices, norm_penalty, norm_penalty_grad_
+from hpc_fedprune.pruning.prunable import prunable_mask, tensors_in
+from hpc_fedprune.sim.train import LocalTrainer
+from tests.helpers import REPO, child_env
+
+SHAPE = (1, 12, 12)
+
+
+def small_net(seed: int = 0) -> FlatModel:
+    """A conv + linear net small enough for exact checks."""
+    return FlatModel(build_model("small_cnn", SHAPE, 4, seed=seed))
+
+
+def feddip(*overrides: str, model: FlatModel | None = None):
+    config = load_config(None, ["algorithm.name=feddip", *overrides])
+    model = model or small_net()
+    prunable = prunable_mask(model.layout, config.algorithm.feddip.prunable)
+    return make_algorithm(config, prunable, model.trainable_mask(), model.layout), model
+
+
+def ctx(round_index: int, rounds: int = 30) -> RoundContext:
+    return RoundContext(
+        round=round_index, rounds=rounds, seed=7, lr=0.1, cohort_samples=10, cohort_size=2
+    )
+
+
+# ---------------------------------------------------------------- error feedback
+def test_error_feedback_moves_masked_weights_seen_as_zero_in_the_forward_pass():
+    model = small_net()
+    config = load_config(None, ["training.local_steps=3", "training.batch_size=8"])
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, *SHAPE, generator=gen), torch.randint(0, 4, (16,), generator=gen)
+    trainer = LocalTrainer(model, config, "classification", x, y)
+    start = model.flat.detach().clone()
+    prunable = prunable_mask(model.layout, "conv_linear_weights")
+    mask = ~(prunable & (torch.arange(model.numel) % 2 == 0))  # prune every other weight
+    seen = []
+    conv = next(m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_pre_hook(lambda mod, inp: seen.append(mod.weight.detach().clone()))
+    trainer.train(
+        client=0,
+        round_index=1,
+        indices=np.arange(16),
+        start=start,
+        mask=None,
+        lr=0.1,
+        algorithm=Algorithm(config, prunable, model.trainable_mask()),
+        forward_mask=mask,
+    )
+    conv_mask = mask[model.layout[0].slice].view_as(conv.weight)
+    assert len(seen) == 3 and all(bool((w[~conv_mask] == 0).all()) for w in seen)
+    pruned = ~mask
+    assert bool((model.flat[pruned] != start[pruned]).any()), "masked weights must keep moving"
+
+    # One plain SGD step by hand: w - lr * grad(loss at w * M) equals the trainer's step.
+    config1 = load_config(None, ["training.local_steps=1", "training.batch_size=16"])
+    ref = small_net()
+    ref.load_(start * mask)
+    loss = torch.nn.functional.cross_entropy(ref.module(x), y)
+    loss.backward()
+    expected = start[: ref.num_params] - 0.1 * ref.grad[: ref.num_params]
+    trainer = LocalTrainer(model, config1, "classification", x, y)
+    trainer.train(
+        client=0,
+        round_index=1,
+        indices=np.arange(16),
+        start=start,
+        mask=None,
+        lr=0.1,
+        algorithm=Algorithm(config1, prunable, model.trainable_mask()),
+        forward_mask=mask,
+    )
+    torch.testing.assert_close(model.flat[: ref.num_params], expected, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- schedules by round
+def test_penalty_coefficient_by_round_and_mode():
+    algo, _ = feddip("federation.rounds=1000")
+    assert [algo.coefficient(r) for r in (1, 50)] == [0.0, 0.0]  # the paper's t = round - 1
+    assert algo.coefficient(51) == algo.coefficient(100) == pytest.approx(5e-4)
+    assert algo.coefficient(951) == algo.coefficient(1000) == pytest.approx(9.7368e-4, rel=1e-4)
+    short, _ = feddip("federation.rounds=4")  # T < 20 segments: clamped, not a crash
+    assert [short.coefficient(r) for r in (1, 2)] == [0.0, 5e-4]
+    assert short.coefficient(4) < 1e-3
+    feddp, _ = feddip("federation.rounds=1000", "algorithm.feddip.mode=feddp")
+    assert feddp.coefficient(1000) == 0.0 and feddp.slices == ()
+
+
+def test_cubic_schedule_and_reconfiguration_rounds():
+    algo, _ = feddip("federation.rounds=30")
+    assert [r for r in range(1, 31) if algo.reconfigures(r)] == [1, 6, 11, 16, 21, 26]
+    sched = algo.schedule  # called with t = round - 1; s_T at the last re-pruning round 26
+    assert sched(0) == 0.5 and sched(25) == 0.9
+    assert sched(10) == pytest.approx(0.9 - 0.4 * (1 - 10 / 25) ** 3)
+    cfg = load_config(None, ["algorithm.feddip.s_T=0.95", "algorithm.feddip.end_round=1001"])
+    authors = feddip_schedule(cfg.algorithm.feddip, 1000)  # (1 - t / T) ** 3, T = 1000
+    assert authors(250) == pytest.approx(0.760, abs=1e-3)
+    assert authors(995) == pytest.approx(0.95, abs=1e-6) and authors(995) < 0.95
+
+
+# ---------------------------------------------------------------- masks
+def test_round_one_erk_masks_differ_between_clients_and_meet_the_density():
+    algo, model = feddip("algorithm.feddip.s_0=0.6")
+    empty = GlobalModel(model.flat.clone(), None)
+    masks = []
+    for client in (0, 1):
+        algo.begin_client(ctx(1), empty, client)
+        masks.append(algo.forward_mask(ctx(1), empty, client))
+    prunable = algo.prunable
+    n = int(prunable.sum())
+    counts = erk_counts(model.layout, prunable, 0.4)
+    for m in masks:
+        assert int((m & prunable).sum()) == kept_count(n, 0.4)
+        assert bool(m[~prunable].all())
+        for info, pos in tensors_in(model.layout, prunable):
+            assert int(m[pos].sum()) == counts[info.name]
+    assert not torch.equal(masks[0], masks[1])
+    algo.begin_client(ctx(1), empty, 0)  # keyed by (seed, round, client): drawn again the same
+    assert torch.equal(algo.client_mask, masks[0])
+
+
+def test_server_nested_and_free_masks():
+    """Nested: the old mask is kept out; free: a large weight outside the old mask returns."""
+    for regrowth, upload in (("nested", "masked"), ("free", "dense")):
+        algo, model = feddip(
+            "algorithm.feddip.reconfig_interval=1",
+            "federation.rounds=10",
+            f"algorithm.feddip.regrowth={regrowth}",
+            f"algorithm.feddip.upload={upload}",
+        )
+        weights = model.flat.detach().clone()
+        first = algo.server_step(
+            ctx(1, 10),
+            {"delta": torch.zeros(model.numel, dtype=torch.float64)},
+            GlobalModel(weights, None),
+        )
+        pruned = int((algo.prunable & ~first.mask).sum())
+        assert pruned == pruned_count(int(algo.prunable.sum()), 0.5)
+        gone = int((algo.prunable & ~first.mask).nonzero()[0])
+        delta = torch.zeros(model.numel, dtype=torch.float64)
+        delta[gone] = 10.0  # the clients' dense uploads moved a pruned weight far
+        second = algo.server_step(ctx(2, 10), {"delta": delta}, first)
+        assert bool(second.mask[gone]) == (regrowth == "free")
+        assert bool((second.weights[~second.mask] == 0).all())
+        if regrowth == "nested":
+            assert not bool((second.mask & ~first.mask).any())
+
+
+def test_free_regrowth_needs_dense_uploads():
+    with pytest.raises(InputError, match="upload=dense"):
+        feddip("algorithm.feddip.regrowth=free")
+
+
+# ---------------------------------------------------------------- penalty
+def test_penalty_gradient_matches_autograd_and_handles_a_zero_layer():
+    model = small_net(seed=1)
+    prunable = prunable_mask(model.layout, "conv_linear_weights")
+    slices = layer_slices(model.layout, prunable)
+    params = model.flat[: model.num_params].detach().clone()
+    gen = torch.Generator().manual_seed(1)
+    params *= torch.rand(params.shape, generator=gen) > 0.5  # the masked weights w * M
+    params[slices[-1]] = 0.0  # a fully pruned layer: no gradient, no NaN
+    w = params.clone().requires_grad_(True)
+    norm_penalty(w, slices[:-1], 1e-3).backward()
+    grad = torch.ones_like(params)
+    norm_penalty_grad_(grad, params, slices, 1e-3)
+    torch.testing.assert_close(grad, 1.0 + w.grad, rtol=1e-5, atol=1e-9)
+    assert bool(torch.isfinite(grad).all())
+    # Through the hook: begin_client takes the round's coefficient.
+    algo, _ = feddip("federation.rounds=20", model=model)
+    algo.begin_client(ctx(3, 20), GlobalModel(model.flat.clone(), prunable.clone()), 0)
+    hooked = torch.zeros_like(params)
+    algo.add_penalty_grad(params, hooked, params)
+    expected = torch.zeros_like(params)
+    norm_penalty_grad_(expected, params, slices, algo.coefficient(3))
+    assert algo.lam > 0 and torch.equal(hooked, expected)
+
+
+# ---------------------------------------------------------------- real short runs
+RUN = [
+    "algorithm.name=feddip",
+    "data.num_train=320",
+    "data.num_test=100",
+    "data.shape=[1,28,28]",
+    "model.name=lenet5",
+    "partition.num_clients=8",
+    "partition.min_size=5",
+    "federation.clients_per_round=4",
+    "federation.rounds=9",
+    "training.batch_size=32",
+    "training.lr=0.1",
+    "training.weight_decay=0.0005",
+    "algorithm.feddip.reconfig_interval=2",
+    "runtime.seed=3",
+    "output.progress=false",
+    "output.checkpoint_every=0",
+]
+
+
+def run(out, *extra):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_fedprune", "run", "--out", str(out), *RUN, *extra],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=child_env(),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return load_run(out / "run.h5")
+
+
+def stacked(record, names):
+    return np.concatenate([record.mask(n).ravel() for n in names])
+
+
+@pytest.mark.timeout(300)
+def test_short_runs_nested_final_sparsity_and_free_regrowth(tmp_path):
+    nested = run(tmp_path / "nested")
+    names = [t.name for t in nested.mask_tensors]
+    records = list(nested.iter_masks())
+    assert [r.round for r in records] == [1, 3, 5, 7, 9]
+    masks = [stacked(r, names) for r in records]
+    assert all(not (b & ~a).any() for a, b in zip(masks, masks[1:], strict=False)), (
+        "nested masks regrew"
+    )
+    n = masks[0].size
+    _, final = nested.final_model()
+    prunable = np.unpackbits(load_prunable(nested), count=final.size).astype(bool)
+    assert abs(int((~final & prunable).sum()) - 0.9 * n) <= 1  # s_T within one weight
+    first = next(nested.iter_client_masks())  # round 1: every client its own ERK mask
+    own = np.concatenate([first.masks(m).reshape(len(first.clients), -1) for m in names], 1)
+    assert first.round == 1 and len({row.tobytes() for row in own}) == len(first.clients)
+    assert all(int(row.sum()) == kept_count(n, 0.5) for row in own)
+    up = nested.metrics["bytes_up"]
+    assert up[1] < 0.6 * nested.metrics["bytes_up_dense_equiv"][1]  # w * M travels sparse
+    assert nested.metrics["penalty_lambda"][0] == 0.0 < nested.metrics["penalty_lambda"][-1]
+
+    # Pruned weights restart from 0 every round, so regrowing one takes some local work.
+    free = run(
+        tmp_path / "free",
+        "algorithm.feddip.regrowth=free",
+        "algorithm.feddip.upload=dense",
+        "training.local_epochs=3",
+        "training.lr=0.2",
+    )
+    masks = [stacked(r, names) for r in free.iter_masks()]
+    assert any((b & ~a).any() for a, b in zip(masks, masks[1:], strict=False)), (
+        "free mode never regrew"
+    )
+    assert free.metrics["bytes_up"][-1] >= free.metrics["bytes_up_dense_equiv"][-1]  # dense
+
+
+def load_prunable(run_):
+    import h5py
+
+    with h5py.File(run_.path, "r") as f:
+        return f["model/prunable"][...]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "config, classes", [("feddip_cifar10_alexnet", 10), ("feddip_cifar100_resnet18", 100)]
+)
+def test_cifar_configs_run_one_round_on_generated_data(tmp_path, config, classes):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpc_fedprune",
+            "run",
+            "--config",
+            f"configs/{config}.yaml",
+            "--out",
+            str(tmp_path / "r"),
+            "data.name=synthetic",
+            "data.root=null",
+            "data.shape=[3,32,32]",
+            f"data.num_classes={classes}",
+            "data.num_train=200",
+            "data.num_test=50",
+            "federation.rounds=1",
+            "federation.clients_per_round=1",
+            "training.local_epochs=1",
+            "partition.scheme=iid",
+            "output.progress=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=child_env(),
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = load_run(tmp_path / "r" / "run.h5")
+    assert result.metrics["sparsity"][0] == pytest.approx(0.5, abs=1e-6)
