@@ -174,6 +174,10 @@ def _run(args, world) -> int:
               f"({config.partition.num_clients} clients, {setup.cohort_size} per round, "
               f"{config.federation.rounds} rounds) on {world.size} rank(s), device {setup.device}",
               flush=True)
+        sizes = setup.sizes
+        print(f"partition: {config.partition.scheme}, client sizes {sizes.min()}-{int(np.median(sizes))}-"
+              f"{sizes.max()} (min-median-max), label skew {float(setup.stats['label_tv_mean']):.3f} "
+              "(mean total-variation distance to the global label mix)", flush=True)
     stop = StopFlag().install()
     try:
         result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)
@@ -184,8 +188,27 @@ def _run(args, world) -> int:
     finally:
         stop.restore()
     if world.is_root:
+        if not result.stopped:
+            print(summary_line(out_dir), flush=True)
         print(f"run file: {result.out_dir / 'run.h5'}", flush=True)
     return EXIT_REQUEUE if result.stopped else EXIT_OK
+
+
+def summary_line(out_dir: Path) -> str:
+    """One line at the end of a run: scores, bytes, time (from the run file itself)."""
+    import h5py
+
+    with h5py.File(out_dir / "run.h5", "r") as f:
+        m = f["metrics"]
+        name = "test_accuracy" if "test_accuracy" in m else "test_mae"
+        scores = m[name][...]
+        valid = scores[~np.isnan(scores)]
+        best = (valid.max() if name == "test_accuracy" else valid.min()) if len(valid) else float("nan")
+        up, down = m["bytes_up"][...].sum(), m["bytes_down"][...].sum()
+        dense = m["bytes_up_dense_equiv"][...].sum()
+        return (f"done: {len(scores)} rounds, final {name} {scores[-1]:.4f}, best {best:.4f}, "
+                f"sparsity {m['sparsity'][-1]:.3f}, bytes up {up / 1e6:.1f} MB down {down / 1e6:.1f} MB "
+                f"({(up + down) / (2 * dense):.3f} x dense), {f.attrs.get('wall_s', 0):.1f} s")
 
 
 def prepare_resume(out_dir: Path, world_size: int):
