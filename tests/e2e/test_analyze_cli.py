@@ -1,0 +1,60 @@
+"""analyze and compare on runs the simulator wrote."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO, child_env
+
+from .conftest import TINY
+
+
+def cli(*args, timeout=200):
+    return subprocess.run([sys.executable, "-m", "hpc_fedprune", *args], capture_output=True,
+                          text=True, timeout=timeout, env=child_env(), cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("analyze")
+    dense, sparse = base / "fedavg", base / "fedsparsify"
+    assert cli("run", "--out", str(dense), *TINY).returncode == 0
+    proc = cli("run", "--out", str(sparse), *TINY, "algorithm.name=fedsparsify",
+               "algorithm.fedsparsify.variant=local")
+    assert proc.returncode == 0, proc.stderr
+    return dense, sparse
+
+
+@pytest.mark.timeout(400)
+def test_analyze_a_pruned_run(two_runs, tmp_path):
+    _, sparse = two_runs
+    out = tmp_path / "a"
+    proc = cli("analyze", str(sparse), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "fedsparsify" in proc.stdout and "finished" in proc.stdout
+    for name in ("metrics.csv", "mask_stats.csv", "mask_overall.csv", "client_agreement.csv"):
+        assert (out / name).exists(), name
+    assert list(out.glob("*.png")), "no plots"
+
+
+@pytest.mark.timeout(400)
+def test_compare_two_runs(two_runs, tmp_path):
+    out = tmp_path / "c"
+    proc = cli("compare", *map(str, two_runs), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "fedavg" in proc.stdout and "fedsparsify" in proc.stdout
+    assert (out / "compare.csv").exists()
+
+
+def test_analyze_refuses_a_non_run_file(tmp_path):
+    import h5py
+
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = [1, 2, 3]
+    proc = cli("analyze", str(path))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
