@@ -123,14 +123,20 @@ def command_run(args) -> int:
 
     world = World.from_mpi()
     try:
-        return _run(args, world)
+        code = _run(args, world)
     except InputError as exc:
         if world.is_root:
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_INPUT
+        code = EXIT_INPUT
     except Exception as exc:  # noqa: BLE001 - any failure must end every rank
         world.abort_on_exception(exc)
         return EXIT_INTERNAL
+    if code != EXIT_OK:
+        # Every rank gets here together (input errors and stops are agreed collectively).
+        # Finalising now keeps `python -m mpi4py` from turning the status into an abort,
+        # so a job script sees 2 or 75, not a kill.
+        world.finalize()
+    return code
 
 
 def _run(args, world) -> int:

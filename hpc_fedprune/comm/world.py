@@ -65,6 +65,12 @@ class World:
     def is_root(self) -> bool:
         return self.rank == 0
 
+    def finalize(self) -> None:
+        """Finalise MPI early (collective), e.g. before exiting with a non-zero status."""
+        MPI = _mpi()
+        if not MPI.Is_finalized():
+            MPI.Finalize()
+
     def barrier(self) -> None:
         self.comm.Barrier()
 
@@ -173,12 +179,19 @@ def pick_device(preference: str, local_rank: int) -> str:
     return f"cuda:{local_rank % n_gpus}"
 
 
-def limit_threads(threads: int) -> None:
-    """One (or a few) torch threads per rank: ranks sharing cores must not oversubscribe them."""
+def limit_threads(threads: int) -> int:
+    """Torch threads per rank: ``threads``, or with 0 ``OMP_NUM_THREADS`` (else 1).
+
+    Ranks sharing cores must not oversubscribe them: one thread each is the default.
+    Returns the number set.
+    """
     import torch
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    if threads <= 0:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        threads = int(env) if env.isdigit() and int(env) > 0 else 1
     torch.set_num_threads(threads)
+    return threads
 
 
 def bcast_array(world: World, array: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:

@@ -244,7 +244,7 @@ class OutputConfig:
 class RuntimeConfig:
     seed: int = option(0, "seed of every random decision (data, partition, cohorts, training)", min=0)
     device: str = option("auto", "auto: node-local rank to GPU, CPU when there is none", choices=("auto", "cpu", "cuda"))
-    threads: int = option(1, "torch threads per rank", min=1)
+    threads: int = option(0, "torch threads per rank (0: OMP_NUM_THREADS if set, else 1)", min=0)
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,17 @@
 # 1 tried and failed (the tests fail). Every wait has a timeout.
 #
 # What needed care (Slurm 22.05 on Debian 12, two cores, no systemd):
-# - munged must run as user munge, with /run/munge owned by munge; root cannot run it.
-# - CPUs=8 on a 2-core machine needs SlurmdParameters=config_overrides, or slurmd
-#   registers with its real core count and the node is drained for "low socket*core count".
+# - munged runs as user munge (the owner of its key), with /run/munge owned by munge.
+# - CPUs=8 on a 2-core machine: SlurmdParameters=config_overrides makes slurmd take the node
+#   description from slurm.conf instead of the hardware it finds.
 # - proctrack/linuxproc and task/none: cgroup plugins need a cgroup setup that containers
 #   and machines without systemd often lack.
 # - MpiDefault=pmi2: the PyPI MPICH wheel speaks PMI-2; with --mpi=none srun silently
-#   starts N separate worlds of size 1, and --mpi=pmix fails with that wheel.
+#   starts N separate worlds of size 1, and --mpi=pmix fails (Debian's plugin cannot load
+#   its PMIx library, and the wheel has no PMIx).
+# - A requeued job may start again only cred_expire+1 s later (120 s by default): 10 here,
+#   and the scheduler runs every second instead of every 30-60 s.
+# - FirstJobId from the clock: see the comment in slurm.conf below.
 # - No accounting (sacct does not work): poll `scontrol show job` (kept MinJobAge seconds).
 set -euo pipefail
 

@@ -47,7 +47,7 @@ def finish(proc: subprocess.Popen, out: Path, timeout: float = 300) -> dict:
     return read_run(out / "run.h5")
 
 
-def sweep_list(slurm, sweep_file: Path, env: dict[str, str]) -> list[tuple[str, Path]]:
+def sweep_list(sweep_file: Path, env: dict[str, str]) -> list[tuple[str, Path]]:
     """`bash jobs/sweep.sbatch --list FILE`: (status, run directory) per line."""
     proc = subprocess.run(["bash", str(JOBS / "sweep.sbatch"), "--list", str(sweep_file)],
                           capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
@@ -80,13 +80,14 @@ def submitted(slurm, tmp_path_factory):
     sweep_log = base / "sweep-%A_%a.out"
     submit = ["bash", str(JOBS / "sweep.sbatch"), "--submit", str(sweep_file), "--parsable",
               "--nodes=1", "--ntasks-per-node=2", f"--output={sweep_log}"]
-    sweep_job = slurm.sbatch(submit, env)
+    sweep_env = {**env, "LAUNCHER": "mpirun"}  # the other launcher: the venv's mpiexec
+    sweep_job = slurm.sbatch(submit, sweep_env)
 
     refs = {"tiny": reference_run(base / "ref_tiny", TINY),
             "seed4": reference_run(base / "ref_seed4", ["--config", str(config), *line2[1:]])}
     reference = {name: finish(proc, base / f"ref_{name}") for name, proc in refs.items()}
     return {
-        "base": base, "runs": runs, "env": env, "sweep_file": sweep_file, "submit": submit,
+        "base": base, "runs": runs, "env": sweep_env, "sweep_file": sweep_file, "submit": submit,
         "run_job": run_job, "sweep_job": sweep_job, "reference": reference,
         "run_log": Path(str(run_log).replace("%j", str(run_job))),
         "sweep_log": sweep_log, "sweep_logs": sweep_logs(sweep_log, sweep_job),
@@ -117,12 +118,14 @@ def test_sweep_runs_each_line_in_its_own_directory(slurm, submitted):
     records = slurm.wait(submitted["sweep_job"], timeout=300, logs=logs)
     assert len(records) == 2 and all(job_ok(r) for r in records), \
         f"{records}\n{slurm.diagnostics(logs)}"
-    rows = sweep_list(slurm, submitted["sweep_file"], submitted["env"])
+    for log in logs:
+        assert "/mpiexec -n 2 " in log.read_text(), log.read_text()
+    rows = sweep_list(submitted["sweep_file"], submitted["env"])
     assert [status for status, _ in rows] == ["finished", "finished"], rows
     (_, first), (_, second) = rows
     assert first.parent == second.parent == submitted["runs"] / "tiny_sweep"
     assert first.name.startswith("quickstart_") and second.name.startswith("tiny_"), rows
-    for (_, out), ref in zip(rows, ("tiny", "seed4")):
+    for (_, out), ref in zip(rows, ("tiny", "seed4"), strict=True):
         with h5py.File(out / "run.h5", "r") as f:
             assert f.attrs["status"] == "finished" and f.attrs["world_size"] == 2
         assert_same_results(submitted["reference"][ref], read_run(out / "run.h5"))
@@ -134,17 +137,29 @@ def test_sweep_runs_each_line_in_its_own_directory(slurm, submitted):
 @pytest.mark.timeout(300)
 def test_sweep_resubmitted_skips_finished_runs(slurm, submitted):
     slurm.wait(submitted["sweep_job"], timeout=240, logs=submitted["sweep_logs"])
-    rows = sweep_list(slurm, submitted["sweep_file"], submitted["env"])
+    rows = sweep_list(submitted["sweep_file"], submitted["env"])
     before = {out: (out / "run.h5").read_bytes() for _, out in rows}
     again = slurm.sbatch(submitted["submit"], submitted["env"])
     logs = sweep_logs(submitted["sweep_log"], again)
     records = slurm.wait(again, timeout=120, logs=logs)
     assert len(records) == 2 and all(job_ok(r) for r in records), slurm.diagnostics(logs)
-    for log, (_, out) in zip(logs, rows):
+    for log, (_, out) in zip(logs, rows, strict=True):
         text = log.read_text()
         assert f"skipped: {out} is already finished" in text, text
         assert "hpc_fedprune run" not in text, text
     assert {out: (out / "run.h5").read_bytes() for _, out in rows} == before
+
+
+@pytest.mark.timeout(180)
+def test_srun_without_pmi_is_refused(slurm, tmp_path):
+    """Without PMI, srun starts N separate worlds of size 1 that would all write one run."""
+    out = tmp_path / "run"
+    proc = subprocess.run(["srun", "--ntasks=3", "--mpi=none", sys.executable, "-m", "hpc_fedprune",
+                           "run", "--out", str(out), *TINY], capture_output=True, text=True,
+                          timeout=150, env=child_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--mpi=pmi2" in proc.stderr, proc.stderr
+    assert not (out / "run.h5").exists()
 
 
 # ---- preemption: USR1 before the time limit, or Slurm's own requeue -------------------------
