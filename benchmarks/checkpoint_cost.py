@@ -55,8 +55,12 @@ def measure(name: str, rounds: int, steps_per_round: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         run = RunFile(out / "run.h5")
-        run.create(attrs={"algorithm": "bench"}, layout=fm.layout, prunable=prunable.numpy(),
-                   partition={"sizes": np.ones(4, dtype=np.int64)})
+        run.create(
+            attrs={"algorithm": "bench"},
+            layout=fm.layout,
+            prunable=prunable.numpy(),
+            partition={"sizes": np.ones(4, dtype=np.int64)},
+        )
         write_times = []
         mask = torch.ones_like(prunable)
         for rnd in range(1, rounds + 1):
@@ -67,7 +71,12 @@ def measure(name: str, rounds: int, steps_per_round: int) -> dict:
             run.append_round(metrics, mask_record=record)
             write_times.append(time.perf_counter() - t)
         history_bytes = (out / "run.h5").stat().st_size
-        state = Checkpoint(rounds, fm.flat.numpy().copy(), mask.numpy(), {"momentum": fm.flat.numpy().astype(np.float64)})
+        state = Checkpoint(
+            rounds,
+            fm.flat.numpy().copy(),
+            mask.numpy(),
+            {"momentum": fm.flat.numpy().astype(np.float64)},
+        )
         t = time.perf_counter()
         path = write_checkpoint(out, state)
         checkpoint_s = time.perf_counter() - t
@@ -79,7 +88,9 @@ def measure(name: str, rounds: int, steps_per_round: int) -> dict:
         "model": name,
         "params": fm.numel,
         "mask_record_s": record_s,
-        "mask_record_bytes": int(sum((i.numel + 7) // 8 for i in fm.layout if prunable[i.slice].any())),
+        "mask_record_bytes": int(
+            sum((i.numel + 7) // 8 for i in fm.layout if prunable[i.slice].any())
+        ),
         "run_file_bytes_after_rounds": history_bytes,
         "rounds": rounds,
         "checkpoint_s": checkpoint_s,
@@ -93,8 +104,12 @@ def measure(name: str, rounds: int, steps_per_round: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--steps-per-round", type=int, default=500,
-                        help="local steps of all of a rank's clients in one round (10 clients x 50)")
+    parser.add_argument(
+        "--steps-per-round",
+        type=int,
+        default=500,
+        help="local steps of all of a rank's clients in one round (10 clients x 50)",
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -31,16 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m hpc_fedprune", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run one experiment (default: the built-in quick start)",
-                         description="Run one experiment on all MPI ranks.")
+    run = sub.add_parser(
+        "run",
+        help="run one experiment (default: the built-in quick start)",
+        description="Run one experiment on all MPI ranks.",
+    )
     run.add_argument("--config", help="YAML config file (default: the quick start)")
     run.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
-    run.add_argument("--resume", metavar="DIR",
-                     help="continue the run in DIR from its last checkpoint (its own config)")
+    run.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run in DIR from its last checkpoint (its own config)",
+    )
     run.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
 
-    cfg = sub.add_parser("config", help="show the resolved config or list every key",
-                         description="Inspect configuration.")
+    cfg = sub.add_parser(
+        "config",
+        help="show the resolved config or list every key",
+        description="Inspect configuration.",
+    )
     cfg_sub = cfg.add_subparsers(dest="config_command", parser_class=_Parser)
     show = cfg_sub.add_parser("show", help="print the fully resolved config (all defaults)")
     show.add_argument("--config", help="YAML config file")
@@ -48,13 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     keys = cfg_sub.add_parser("keys", help="list every config key with its default and meaning")
     keys.add_argument("--markdown", action="store_true", help="as a Markdown table (README)")
 
-    analyze = sub.add_parser("analyze", help="summarise a run and write tables and plots",
-                             description="Offline analysis of one run.")
+    analyze = sub.add_parser(
+        "analyze",
+        help="summarise a run and write tables and plots",
+        description="Offline analysis of one run.",
+    )
     analyze.add_argument("run", help="run directory or its run.h5")
     analyze.add_argument("--out", help="output folder (default: <run>/analysis)")
 
-    compare = sub.add_parser("compare", help="compare several runs: one table, overlaid plots",
-                             description="Compare runs.")
+    compare = sub.add_parser(
+        "compare",
+        help="compare several runs: one table, overlaid plots",
+        description="Compare runs.",
+    )
     compare.add_argument("runs", nargs="+", help="run directories or run.h5 files")
     compare.add_argument("--out", help="output folder (default: ./compare)")
     return parser
@@ -154,11 +169,17 @@ def _run(args, world) -> int:
         if args.resume:
             out_dir = Path(args.resume)
             if args.config or args.out or args.overrides:
-                raise InputError("run --resume DIR takes the run's own config: no --config, --out or overrides")
+                raise InputError(
+                    "run --resume DIR takes the run's own config: no --config, --out or overrides"
+                )
             config = load_config(out_dir / "config.yaml")
         else:
             config = load_config(args.config, args.overrides)
-            out_dir = Path(args.out) if args.out else Path(config.output.dir or default_out_dir(config.output.name))
+            out_dir = (
+                Path(args.out)
+                if args.out
+                else Path(config.output.dir or default_out_dir(config.output.name))
+            )
         limit_threads(config.runtime.threads)
         device = pick_device(config.runtime.device, world.local_rank)
         if world.is_root:
@@ -176,14 +197,20 @@ def _run(args, world) -> int:
         return EXIT_OK
     out_dir = Path(world.bcast_object(str(out_dir)))
     if world.is_root:
-        print(f"hpc_fedprune: {config.algorithm.name} on {setup.dataset.name} "
-              f"({config.partition.num_clients} clients, {setup.cohort_size} per round, "
-              f"{config.federation.rounds} rounds) on {world.size} rank(s), device {setup.device}",
-              flush=True)
+        print(
+            f"hpc_fedprune: {config.algorithm.name} on {setup.dataset.name} "
+            f"({config.partition.num_clients} clients, {setup.cohort_size} per round, "
+            f"{config.federation.rounds} rounds) on {world.size} rank(s), device {setup.device}",
+            flush=True,
+        )
         sizes = setup.sizes
-        print(f"partition: {config.partition.scheme}, client sizes {sizes.min()}-{int(np.median(sizes))}-"
-              f"{sizes.max()} (min-median-max), label skew {float(setup.stats['label_tv_mean']):.3f} "
-              "(mean total-variation distance to the global label mix)", flush=True)
+        print(
+            f"partition: {config.partition.scheme}, client sizes "
+            f"{sizes.min()}-{int(np.median(sizes))}-"
+            f"{sizes.max()} (min-median-max), label skew {float(setup.stats['label_tv_mean']):.3f} "
+            "(mean total-variation distance to the global label mix)",
+            flush=True,
+        )
     stop = StopFlag().install()
     try:
         result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)
@@ -209,12 +236,19 @@ def summary_line(out_dir: Path) -> str:
         name = "test_accuracy" if "test_accuracy" in m else "test_mae"
         scores = m[name][...]
         valid = scores[~np.isnan(scores)]
-        best = (valid.max() if name == "test_accuracy" else valid.min()) if len(valid) else float("nan")
+        best = (
+            (valid.max() if name == "test_accuracy" else valid.min())
+            if len(valid)
+            else float("nan")
+        )
         up, down = m["bytes_up"][...].sum(), m["bytes_down"][...].sum()
         dense = m["bytes_up_dense_equiv"][...].sum()
-        return (f"done: {len(scores)} rounds, final {name} {scores[-1]:.4f}, best {best:.4f}, "
-                f"sparsity {m['sparsity'][-1]:.3f}, bytes up {up / 1e6:.1f} MB down {down / 1e6:.1f} MB "
-                f"({(up + down) / (2 * dense):.3f} x dense), {f.attrs.get('wall_s', 0):.1f} s")
+        return (
+            f"done: {len(scores)} rounds, final {name} {scores[-1]:.4f}, best {best:.4f}, "
+            f"sparsity {m['sparsity'][-1]:.3f}, "
+            f"bytes up {up / 1e6:.1f} MB down {down / 1e6:.1f} MB "
+            f"({(up + down) / (2 * dense):.3f} x dense), {f.attrs.get('wall_s', 0):.1f} s"
+        )
 
 
 def prepare_resume(out_dir: Path, world_size: int):
@@ -247,7 +281,9 @@ def prepare_resume(out_dir: Path, world_size: int):
     truncate_jsonl(out_dir / "metrics.jsonl", checkpoint.round)
     with h5py.File(run_file, "a") as f:
         f.attrs["world_size"] = world_size
-        f.attrs["resumed_at"] = np.append(f.attrs.get("resumed_at", np.zeros(0, np.int64)), checkpoint.round)
+        f.attrs["resumed_at"] = np.append(
+            f.attrs.get("resumed_at", np.zeros(0, np.int64)), checkpoint.round
+        )
     print(f"resuming {out_dir} after round {checkpoint.round} on {world_size} rank(s)", flush=True)
     return checkpoint, False
 

@@ -41,4 +41,6 @@ def maybe_fail(point: str, rank: int, round_index: int) -> None:
     if action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
         return
-    raise RuntimeError(f"injected fault (HPC_FEDPRUNE_FAULT) at {point}, rank {rank}, round {round_index}")
+    raise RuntimeError(
+        f"injected fault (HPC_FEDPRUNE_FAULT) at {point}, rank {rank}, round {round_index}"
+    )

@@ -49,7 +49,9 @@ def numpy_rng(seed: int, stream: Stream, *keys: int) -> np.random.Generator:
 def derived_seed(seed: int, stream: Stream, *keys: int) -> int:
     """A 63-bit integer seed for one decision (for ``torch.Generator.manual_seed``)."""
     entropy = [int(seed), int(stream), *(int(k) for k in keys)]
-    return int(np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1
+    )
 
 
 def torch_generator(seed: int, stream: Stream, *keys: int, device="cpu"):

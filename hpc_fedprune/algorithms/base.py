@@ -159,7 +159,9 @@ class Algorithm:
         """
         return None
 
-    def add_penalty_grad(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
+    def add_penalty_grad(
+        self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor
+    ) -> None:
         """Add the gradient of an extra local loss term to the flat gradient, in place.
 
         Penalties of the methods here (proximal, norm) have closed-form gradients, so one
@@ -168,7 +170,9 @@ class Algorithm:
         ``anchor`` the weights the client downloaded.
         """
 
-    def finish_local(self, ctx: RoundContext, model: GlobalModel, local: torch.Tensor, client: int) -> torch.Tensor | None:
+    def finish_local(
+        self, ctx: RoundContext, model: GlobalModel, local: torch.Tensor, client: int
+    ) -> torch.Tensor | None:
         """Change the local weights in place after training; return a client-local mask or None."""
         return None
 
@@ -195,11 +199,15 @@ class Algorithm:
         )
 
     # ------------------------------------------------------------- server side
-    def server_step(self, ctx: RoundContext, sums: dict[str, torch.Tensor], model: GlobalModel) -> GlobalModel:
+    def server_step(
+        self, ctx: RoundContext, sums: dict[str, torch.Tensor], model: GlobalModel
+    ) -> GlobalModel:
         """FedAvg(M): ``v = beta v + mean_delta``, ``w = w + server_lr * v``, masked."""
         return GlobalModel(self.apply_update(model.weights, sums["delta"], model.mask), model.mask)
 
-    def apply_update(self, weights: torch.Tensor, mean_delta: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def apply_update(
+        self, weights: torch.Tensor, mean_delta: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Server learning rate and momentum on a mean update, in float64, then masked."""
         fed = self.config.federation
         step = mean_delta

@@ -17,7 +17,9 @@ class FedProx(Algorithm):
         # Buffers (BatchNorm statistics) are not trained, so the term only pulls parameters.
         self.pull = self.trainable.to(torch.float32) * self.config.algorithm.fedprox.mu
 
-    def add_penalty_grad(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
+    def add_penalty_grad(
+        self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor
+    ) -> None:
         # d/dw (mu/2)||w - w_g||^2 = mu (w - w_g)
         if self.pull.device != params.device:
             self.pull = self.pull.to(params.device)

@@ -30,7 +30,9 @@ class FedSparsify(Algorithm):
         cfg = config.algorithm.fedsparsify
         self.cfg = cfg
         self.local = cfg.variant == "local"
-        self.merge_rule = cfg.merge if cfg.merge != "auto" else ("majority_vote" if self.local else "fedavg")
+        self.merge_rule = (
+            cfg.merge if cfg.merge != "auto" else ("majority_vote" if self.local else "fedavg")
+        )
         self.schedule = make_schedule(cfg, config.federation.rounds)
         bits = {"delta": REAL_BITS}
         if self.merge_rule in ("nnz_average", "majority_vote_nnz"):
@@ -48,7 +50,9 @@ class FedSparsify(Algorithm):
         """Local purge: the client prunes its own (masked) model to the round's sparsity."""
         if not (self.local and self.prunes_in(ctx.round)):
             return model.mask
-        own = global_magnitude_mask(local, self.prunable, self.schedule(ctx.round), current_mask=model.mask)
+        own = global_magnitude_mask(
+            local, self.prunable, self.schedule(ctx.round), current_mask=model.mask
+        )
         local.mul_(own)
         return own
 
@@ -90,7 +94,9 @@ class FedSparsify(Algorithm):
         if ctx.round < self.cfg.start_round:
             return GlobalModel(weights, None)  # dense until the round before pruning starts
         if not self.local and self.prunes_in(ctx.round):
-            pruned = global_magnitude_mask(weights, self.prunable, self.schedule(ctx.round), current_mask=model.mask)
+            pruned = global_magnitude_mask(
+                weights, self.prunable, self.schedule(ctx.round), current_mask=model.mask
+            )
             weights.mul_(pruned)
         # The mask is the non-zero pattern of the merged model (positions outside the
         # prunable set are always kept).
@@ -104,8 +110,15 @@ def make_schedule(cfg, rounds: int):
     """The sparsity schedule of the config (end round defaults to the run's last round)."""
     if cfg.schedule == "cubic":
         end = cfg.end_round or rounds
-        return Cubic(t0=cfg.start_round, s_i=cfg.initial_sparsity, s_f=cfg.final_sparsity,
-                     t_end=max(end, cfg.start_round + 1), freq=cfg.frequency)
+        return Cubic(
+            t0=cfg.start_round,
+            s_i=cfg.initial_sparsity,
+            s_f=cfg.final_sparsity,
+            t_end=max(end, cfg.start_round + 1),
+            freq=cfg.frequency,
+        )
     if cfg.schedule == "multiplicative":
-        return Multiplicative(p=cfg.rate, freq=cfg.frequency, t0=cfg.start_round, s_max=cfg.final_sparsity)
+        return Multiplicative(
+            p=cfg.rate, freq=cfg.frequency, t0=cfg.start_round, s_max=cfg.final_sparsity
+        )
     return Constant(s=cfg.final_sparsity, t0=cfg.start_round + 1)

@@ -194,7 +194,9 @@ def limit_threads(threads: int) -> int:
     return threads
 
 
-def bcast_array(world: World, array: np.ndarray | None, shape: tuple[int, ...], dtype) -> np.ndarray:
+def bcast_array(
+    world: World, array: np.ndarray | None, shape: tuple[int, ...], dtype
+) -> np.ndarray:
     """Broadcast a numpy array from rank 0 (other ranks pass None and get a new array)."""
     if world.size == 1:
         assert array is not None

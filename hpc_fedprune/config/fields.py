@@ -33,7 +33,13 @@ def option(
     min, max : float, optional
         Inclusive bounds for numbers (``min_exclusive`` makes the lower bound strict).
     """
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+    meta = {
+        "help": help,
+        "choices": choices,
+        "min": min,
+        "max": max,
+        "min_exclusive": min_exclusive,
+    }
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata=meta)

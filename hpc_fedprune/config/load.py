@@ -19,7 +19,9 @@ from ..errors import InputError
 from .schema import Config
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
     """Read a YAML config (or none: the quick start), apply overrides, and validate.
 
     Parameters
@@ -66,7 +68,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InputError(f"config file {p}: expected a mapping of sections, got {type(data).__name__}")
+        raise InputError(
+            f"config file {p}: expected a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -94,7 +98,9 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
         if child is None:
             child = node[part] = {}
         elif not isinstance(child, dict):
-            raise InputError(f"override {key}: {'.'.join(parts[: i + 1])} is a value, not a section")
+            raise InputError(
+                f"override {key}: {'.'.join(parts[: i + 1])} is a value, not a section"
+            )
         node = child
     node[parts[-1]] = value
 
@@ -134,7 +140,9 @@ def check_value(path: str, value: Any, hint: Any, meta: dict) -> Any:
     if choices and value is not None and value not in choices:
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint_text = f"; did you mean '{close[0]}'?" if close else ""
-        raise InputError(f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint_text}")
+        raise InputError(
+            f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint_text}"
+        )
     lo, hi = meta.get("min"), meta.get("max")
     numbers = value if isinstance(value, tuple) else (value,)
     for v in numbers:
@@ -192,7 +200,11 @@ def check_consistency(config: Config) -> None:
             f"federation.clients_per_round: {cohort} is larger than partition.num_clients "
             f"({part.num_clients})"
         )
-    if part.scheme == "quantity_skew" and part.sizes is not None and len(part.sizes) != part.num_clients:
+    if (
+        part.scheme == "quantity_skew"
+        and part.sizes is not None
+        and len(part.sizes) != part.num_clients
+    ):
         raise InputError(
             f"partition.sizes: {len(part.sizes)} sizes given for {part.num_clients} clients"
         )
@@ -239,5 +251,7 @@ def describe_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, Any, 
         text = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             text += f" ({' | '.join(map(str, f.metadata['choices']))})"
-        rows.append((prefix + f.name, list(default) if isinstance(default, tuple) else default, text))
+        rows.append(
+            (prefix + f.name, list(default) if isinstance(default, tuple) else default, text)
+        )
     return rows

@@ -30,12 +30,16 @@ ALGORITHMS = ("fedavg", "fedprox", "fedsparsify", "feddip")
 class DataConfig:
     name: str = option("synthetic", "data set loader", choices=DATASETS)
     root: str | None = option(None, "folder holding the data set files (real data sets)")
-    path: str | None = option(None, "file for the npz / hdf5 loaders (arrays x_train, y_train, ...)")
+    path: str | None = option(
+        None, "file for the npz / hdf5 loaders (arrays x_train, y_train, ...)"
+    )
     num_train: int = option(2000, "synthetic: training samples", min=1)
     num_test: int = option(500, "synthetic: test samples", min=1)
     num_classes: int = option(10, "synthetic: classes", min=2)
     shape: tuple[int, ...] | None = option(
-        None, "synthetic: sample shape (C, H, W); synthetic_volumes: (C, D, H, W); null: the loader's default"
+        None,
+        "synthetic: sample shape (C, H, W); synthetic_volumes: (C, D, H, W); "
+        "null: the loader's default",
     )
     noise: float = option(1.0, "synthetic: noise level (higher is harder)", min=0.0)
     test_fraction: float = option(
@@ -51,7 +55,9 @@ class PartitionConfig:
         choices=("iid", "iid_balanced", "dirichlet", "shards", "quantity_skew"),
     )
     num_clients: int = option(20, "number of simulated clients", min=1)
-    alpha: float = option(0.5, "dirichlet: concentration (small = strongly non-IID)", min=0.0, min_exclusive=True)
+    alpha: float = option(
+        0.5, "dirichlet: concentration (small = strongly non-IID)", min=0.0, min_exclusive=True
+    )
     min_size: int = option(10, "dirichlet: minimum samples per client", min=0)
     classes_per_client: int = option(2, "shards: classes (shards) per client", min=1)
     power: float = option(1.5, "quantity_skew: power-law exponent of client sizes", min=0.0)
@@ -87,21 +93,30 @@ class VGGOptions:
 
 @dataclass(frozen=True)
 class AlexNetOptions:
-    dropout: float = option(0.5, "dropout probability (keyed by seed, round, client)", min=0.0, max=1.0)
+    dropout: float = option(
+        0.5, "dropout probability (keyed by seed, round, client)", min=0.0, max=1.0
+    )
 
 
 @dataclass(frozen=True)
 class CNN3DOptions:
-    width: float = option(1.0, "channel multiplier of the 32-64-128-256-256 blocks", min=0.0, min_exclusive=True)
-    blocks: int = option(5, "conv blocks kept (5 in the paper; fewer for small volumes)", min=1, max=5)
+    width: float = option(
+        1.0, "channel multiplier of the 32-64-128-256-256 blocks", min=0.0, min_exclusive=True
+    )
+    blocks: int = option(
+        5, "conv blocks kept (5 in the paper; fewer for small volumes)", min=1, max=5
+    )
     output_bias: float = option(62.68, "initial output bias (the mean target, years)")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = option("small_cnn", "network", choices=MODELS)
-    init: str | None = option(None, "weight init (torch | glorot | kaiming; null: the model's own)",
-                              choices=("torch", "glorot", "kaiming"))
+    init: str | None = option(
+        None,
+        "weight init (torch | glorot | kaiming; null: the model's own)",
+        choices=("torch", "glorot", "kaiming"),
+    )
     mlp: MLPOptions = section(MLPOptions, "mlp options")
     cnn: CNNOptions = section(CNNOptions, "cnn options")
     resnet18_cifar: ResNetOptions = section(ResNetOptions, "resnet18_cifar options")
@@ -115,7 +130,9 @@ class TrainingConfig:
     optimizer: str = option("sgd", "client optimiser", choices=("sgd", "adam"))
     lr: float = option(0.1, "client learning rate in round 1", min=0.0, min_exclusive=True)
     lr_decay: float = option(1.0, "per-round factor: lr_t = lr * lr_decay**(t-1)", min=0.0, max=1.0)
-    momentum: float = option(0.0, "sgd momentum (reset for every client and round)", min=0.0, max=1.0)
+    momentum: float = option(
+        0.0, "sgd momentum (reset for every client and round)", min=0.0, max=1.0
+    )
     weight_decay: float = option(0.0, "L2 weight decay of the optimiser", min=0.0)
     local_epochs: int = option(2, "local epochs per round (ignored when local_steps > 0)", min=1)
     local_steps: int = option(0, "local optimiser steps per round (0: use local_epochs)", min=0)
@@ -127,11 +144,24 @@ class TrainingConfig:
 class FederationConfig:
     rounds: int = option(5, "communication rounds", min=1)
     clients_per_round: int = option(10, "clients sampled each round (0: use fraction)", min=0)
-    fraction: float = option(0.0, "fraction of clients sampled each round (when clients_per_round is 0)", min=0.0, max=1.0)
-    server_lr: float = option(1.0, "server learning rate applied to the mean update", min=0.0, min_exclusive=True)
-    server_momentum: float = option(0.0, "server momentum (FedAvgM); 0 is plain FedAvg", min=0.0, max=1.0)
-    eval_every: int = option(1, "evaluate the global model every k rounds (and always at the end)", min=1)
-    eval_local: bool = option(False, "also report the mean accuracy over clients' local test splits")
+    fraction: float = option(
+        0.0,
+        "fraction of clients sampled each round (when clients_per_round is 0)",
+        min=0.0,
+        max=1.0,
+    )
+    server_lr: float = option(
+        1.0, "server learning rate applied to the mean update", min=0.0, min_exclusive=True
+    )
+    server_momentum: float = option(
+        0.0, "server momentum (FedAvgM); 0 is plain FedAvg", min=0.0, max=1.0
+    )
+    eval_every: int = option(
+        1, "evaluate the global model every k rounds (and always at the end)", min=1
+    )
+    eval_local: bool = option(
+        False, "also report the mean accuracy over clients' local test splits"
+    )
     eval_batch_size: int = option(1000, "batch size for evaluation", min=1)
 
 
@@ -148,13 +178,19 @@ class FedSparsifyConfig:
         "merge operator (auto: fedavg for global, majority_vote for local)",
         choices=("auto", "fedavg", "nnz_average", "majority_vote", "majority_vote_nnz"),
     )
-    schedule: str = option("cubic", "sparsity schedule", choices=("cubic", "multiplicative", "constant"))
+    schedule: str = option(
+        "cubic", "sparsity schedule", choices=("cubic", "multiplicative", "constant")
+    )
     final_sparsity: float = option(0.9, "target sparsity of the prunable set", min=0.0, max=1.0)
     initial_sparsity: float = option(0.0, "cubic: sparsity at the start round", min=0.0, max=1.0)
     start_round: int = option(1, "pruning starts after this round (t0)", min=0)
-    end_round: int = option(0, "cubic: round that reaches final_sparsity (0: the last round)", min=0)
+    end_round: int = option(
+        0, "cubic: round that reaches final_sparsity (0: the last round)", min=0
+    )
     frequency: int = option(1, "prune every f rounds", min=1)
-    rate: float = option(0.05, "multiplicative: fraction of remaining weights pruned each time", min=0.0, max=1.0)
+    rate: float = option(
+        0.05, "multiplicative: fraction of remaining weights pruned each time", min=0.0, max=1.0
+    )
     prunable: str = option(
         "all_trainable",
         "prunable set preset",
@@ -242,8 +278,14 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    seed: int = option(0, "seed of every random decision (data, partition, cohorts, training)", min=0)
-    device: str = option("auto", "auto: node-local rank to GPU, CPU when there is none", choices=("auto", "cpu", "cuda"))
+    seed: int = option(
+        0, "seed of every random decision (data, partition, cohorts, training)", min=0
+    )
+    device: str = option(
+        "auto",
+        "auto: node-local rank to GPU, CPU when there is none",
+        choices=("auto", "cpu", "cuda"),
+    )
     threads: int = option(0, "torch threads per rank (0: OMP_NUM_THREADS if set, else 1)", min=0)
 
 
@@ -253,7 +295,9 @@ class Config:
     partition: PartitionConfig = section(PartitionConfig, "split over clients")
     model: ModelConfig = section(ModelConfig, "network")
     training: TrainingConfig = section(TrainingConfig, "local training on each client")
-    federation: FederationConfig = section(FederationConfig, "rounds, cohorts, server step, evaluation")
+    federation: FederationConfig = section(
+        FederationConfig, "rounds, cohorts, server step, evaluation"
+    )
     algorithm: AlgorithmConfig = section(AlgorithmConfig, "federated method and its settings")
     comm: CommConfig = section(CommConfig, "communication")
     output: OutputConfig = section(OutputConfig, "run directory and records")

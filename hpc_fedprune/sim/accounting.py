@@ -62,11 +62,15 @@ def reduce_to_root(
     ``shared``: bool support (over the packed vector) outside which every rank's sum is
     zero, so the values travel without indices.
     """
-    total, stats = collectives.reduce_sum(world.comm, packed, method=method, root=0, shared_support=shared)
+    total, stats = collectives.reduce_sum(
+        world.comm, packed, method=method, root=0, shared_support=shared
+    )
     return total, stats.mpi_bytes
 
 
-def broadcast_model(world: World, model: GlobalModel | None, previous_mask, device) -> tuple[GlobalModel, int]:
+def broadcast_model(
+    world: World, model: GlobalModel | None, previous_mask, device
+) -> tuple[GlobalModel, int]:
     """Every rank receives rank 0's new global weights and mask; returns this rank's bytes.
 
     Only the mask's changes travel when every rank holds the previous mask.
@@ -83,4 +87,6 @@ def broadcast_model(world: World, model: GlobalModel | None, previous_mask, devi
     if world.is_root:
         return model, stats.bytes_sent + stats.bytes_recv
     mask_t = None if mask is None else torch.from_numpy(mask).to(device)
-    return GlobalModel(torch.from_numpy(weights).to(device), mask_t), stats.bytes_sent + stats.bytes_recv
+    return GlobalModel(
+        torch.from_numpy(weights).to(device), mask_t
+    ), stats.bytes_sent + stats.bytes_recv

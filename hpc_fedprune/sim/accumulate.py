@@ -33,7 +33,9 @@ class ExactAccumulator:
         self.bits = dict(sorted(channel_bits.items()))
         self.numel = numel
         self.bound = LIMIT / max(cohort_size, 1)
-        self.sums = {name: torch.zeros(numel, dtype=torch.int64, device=device) for name in self.bits}
+        self.sums = {
+            name: torch.zeros(numel, dtype=torch.int64, device=device) for name in self.bits
+        }
         self._work: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add(self, channels: dict[str, torch.Tensor]) -> None:
@@ -53,12 +55,14 @@ class ExactAccumulator:
             if scaled.numel():
                 lo, hi = torch.stack(torch.aminmax(scaled)).tolist()  # one host sync
                 if not (np.isfinite(lo) and np.isfinite(hi)):
-                    raise ExactRangeError("a client update holds NaN or infinity: training diverged")
+                    raise ExactRangeError(
+                        "a client update holds NaN or infinity: training diverged"
+                    )
                 peak = max(-lo, hi)  # = max |scaled|
                 if peak >= self.bound:
                     raise ExactRangeError(
-                        f"channel {name!r}: a client contribution of {peak / 2 ** self.bits[name]:.3g} "
-                        "exceeds the exact accumulator's range"
+                        f"channel {name!r}: a client contribution of "
+                        f"{peak / 2 ** self.bits[name]:.3g} exceeds the exact accumulator's range"
                     )
             scaled.round_()
             fixed.copy_(scaled)
@@ -68,8 +72,10 @@ class ExactAccumulator:
         """float64 and int64 work buffers shaped like ``values``, kept between clients."""
         work = self._work
         if work is None or work[0].shape != values.shape or work[0].device != values.device:
-            work = self._work = (torch.empty(values.shape, dtype=torch.float64, device=values.device),
-                                 torch.empty(values.shape, dtype=torch.int64, device=values.device))
+            work = self._work = (
+                torch.empty(values.shape, dtype=torch.float64, device=values.device),
+                torch.empty(values.shape, dtype=torch.int64, device=values.device),
+            )
         return work
 
     def tile(self, mask: torch.Tensor | None) -> np.ndarray | None:

@@ -69,7 +69,9 @@ def evaluate(
             losses = F.mse_loss(pred, target, reduction="none")
             err = (pred - target).abs().double().cpu().numpy()
             totals[0] += int(to_fixed(err, cohort_size=max(n, 1), frac_bits=LOSS_BITS).sum())
-        loss_fixed = to_fixed(losses.double().cpu().numpy(), cohort_size=max(n, 1), frac_bits=LOSS_BITS)
+        loss_fixed = to_fixed(
+            losses.double().cpu().numpy(), cohort_size=max(n, 1), frac_bits=LOSS_BITS
+        )
         totals[1] += int(loss_fixed.sum())
         totals[2] += len(target)
     model.train()

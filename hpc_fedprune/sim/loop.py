@@ -1,15 +1,15 @@
 """The round loop: one narrated loop for every method and every world size.
 
-    cohort   = sample(seed, round)                    same on every rank
-    mine     = schedule(cohort, rank)                 balanced by client size
-    for c in mine:                                    one model object, loaded in place
-        train c from the global model                 algorithm hooks: masks, penalty
-        upload = algorithm.upload(...)                bytes counted from the encoding
-        rank_sums += exact(upload.channels)           int64 fixed point, order-free
-    sums = reduce(rank_sums) to rank 0                one collective per round
-    rank 0: global = algorithm.server_step(sums)      server update, server pruning
-    broadcast global weights and mask                 every rank holds the same bits
-    evaluate every k rounds; rank 0 writes the round to run.h5 and metrics.jsonl
+cohort   = sample(seed, round)                    same on every rank
+mine     = schedule(cohort, rank)                 balanced by client size
+for c in mine:                                    one model object, loaded in place
+    train c from the global model                 algorithm hooks: masks, penalty
+    upload = algorithm.upload(...)                bytes counted from the encoding
+    rank_sums += exact(upload.channels)           int64 fixed point, order-free
+sums = reduce(rank_sums) to rank 0                one collective per round
+rank 0: global = algorithm.server_step(sums)      server update, server pruning
+broadcast global weights and mask                 every rank holds the same bits
+evaluate every k rounds; rank 0 writes the round to run.h5 and metrics.jsonl
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch
 from ..algorithms.base import GlobalModel, RoundContext
 from ..comm.world import World
 from ..config import Config, to_yaml
+from ..faults import maybe_fail
 from ..store import RunFile
 from ..store.checkpoint import Checkpoint, write_checkpoint
 from . import accounting
 from .accumulate import ExactAccumulator
 from .cohort import sample_cohort, schedule_cohort
 from .evaluate import evaluate
-from ..faults import maybe_fail
 from .setup import Setup, to_device
 from .signals import StopFlag
 from .train import LocalTrainer
@@ -122,11 +122,21 @@ def run_rounds(
             wire = accounting.upload_info(upload, config.comm.value_dtype)
             up_bytes, up_values = wire.total_bytes, wire.value_bytes
             sums.add(upload.channels)
-            records.append((client, result.loss, result.samples, up_bytes, up_values,
-                            local_mask_record(model, algorithm, local_mask, config)))
+            records.append(
+                (
+                    client,
+                    result.loss,
+                    result.samples,
+                    up_bytes,
+                    up_values,
+                    local_mask_record(model, algorithm, local_mask, config),
+                )
+            )
         maybe_fail("reduce", world.rank, rnd)
         shared = sums.tile(current.mask) if algorithm.channels_within_mask else None
-        total, reduce_bytes = accounting.reduce_to_root(world, sums.packed(), config.comm.reduce, shared)
+        total, reduce_bytes = accounting.reduce_to_root(
+            world, sums.packed(), config.comm.reduce, shared
+        )
 
         # Server step on rank 0, then every rank receives the new global model.
         previous_mask = current.mask
@@ -140,23 +150,41 @@ def run_rounds(
 
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             model.load_(current.weights)
-            scores = evaluate(model, x_test, y_test, task=ds.task, batch_size=fed.eval_batch_size, world=world)
+            scores = evaluate(
+                model, x_test, y_test, task=ds.task, batch_size=fed.eval_batch_size, world=world
+            )
             local_acc = evaluate_local(config, setup, model, x_train, y_train, world)
         else:
             scores, local_acc = {}, None
         if world.is_root:
             rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r[0])
             mpi_bytes = sum(b for _, b in gathered)
-            last = round_metrics(rnd, rows, scores, local_acc, current, setup, config, ds.task,
-                                 mpi_bytes, time.perf_counter() - t_round)
+            last = round_metrics(
+                rnd,
+                rows,
+                scores,
+                local_acc,
+                current,
+                setup,
+                config,
+                ds.task,
+                mpi_bytes,
+                time.perf_counter() - t_round,
+            )
             last.update(algorithm.metrics())
             maybe_fail("write", world.rank, rnd)
             mask_changed = current.mask is not None and (
-                previous_mask is None or not torch.equal(previous_mask, current.mask))
-            write_round(runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed)
+                previous_mask is None or not torch.equal(previous_mask, current.mask)
+            )
+            write_round(
+                runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed
+            )
             if config.output.progress:
                 elapsed = time.perf_counter() - start_time
-                print(progress_line(rnd, rnd - first + 1, fed.rounds, last, metric_name, elapsed), flush=True)
+                print(
+                    progress_line(rnd, rnd - first + 1, fed.rounds, last, metric_name, elapsed),
+                    flush=True,
+                )
         # Every rank learns whether any was signalled, so all stop after the same round.
         stopping = world.any_flag(stop is not None and stop.raised) and rnd < fed.rounds
         every = config.output.checkpoint_every
@@ -165,12 +193,17 @@ def run_rounds(
         if stopping:
             if world.is_root:
                 runfile.set_attrs(status="interrupted")
-                print(f"stopped by signal after round {rnd}; checkpoint written, resume with: "
-                      f"python -m hpc_fedprune run --resume {out_dir}", flush=True)
+                print(
+                    f"stopped by signal after round {rnd}; checkpoint written, resume with: "
+                    f"python -m hpc_fedprune run --resume {out_dir}",
+                    flush=True,
+                )
             return RunResult(out_dir, rnd, last, stopped=True)
     if world.is_root:
-        runfile.write_model(current.weights.cpu().numpy(),
-                            None if current.mask is None else current.mask.cpu().numpy())
+        runfile.write_model(
+            current.weights.cpu().numpy(),
+            None if current.mask is None else current.mask.cpu().numpy(),
+        )
         runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
     return RunResult(out_dir, fed.rounds, last)
 
@@ -189,7 +222,8 @@ def restore_state(world: World, resume: Checkpoint | None, algorithm, device) ->
         mask = None if resume.mask is None else torch.from_numpy(resume.mask).to(device)
         model = GlobalModel(torch.from_numpy(resume.weights).to(device), mask)
         algorithm.load_state_dict(
-            {k: torch.from_numpy(v) for k, v in resume.algorithm.items()}, device)
+            {k: torch.from_numpy(v) for k, v in resume.algorithm.items()}, device
+        )
     model, _ = accounting.broadcast_model(world, model, None, device)
     return model
 
@@ -219,8 +253,15 @@ def evaluate_local(config, setup, model, x_train, y_train, world):
     values = []
     for part in setup.test_parts:
         if len(part):
-            s = evaluate(model, x_train, y_train, task=setup.dataset.task,
-                         batch_size=config.federation.eval_batch_size, world=world, indices=part)
+            s = evaluate(
+                model,
+                x_train,
+                y_train,
+                task=setup.dataset.task,
+                batch_size=config.federation.eval_batch_size,
+                world=world,
+                indices=part,
+            )
             values.append(s.get("accuracy", s.get("mae")))
     return float(np.mean(values)) if values else None
 
@@ -235,7 +276,8 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
     metrics = {
         "round": rnd,
         ("test_accuracy" if task == "classification" else "test_mae"): scores.get(
-            "accuracy", scores.get("mae", float("nan"))),
+            "accuracy", scores.get("mae", float("nan"))
+        ),
         "test_loss": scores.get("loss", float("nan")),
         "train_loss": float((samples * losses).sum() / samples.sum()),
         "sparsity": sparsity,
@@ -279,17 +321,30 @@ def create_outputs(config, world, setup, runfile, out_dir, devices):
     )
 
 
-def write_round(runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config, mask_changed):
+def write_round(
+    runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config, mask_changed
+):
     """Rank 0: append the round to run.h5 and metrics.jsonl (the mask only when it changed)."""
     mask_record = None
     if algorithm.prunes and config.output.record_masks and mask_changed:
         mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
-    uplink = (np.full(len(rows), rnd), np.array([r[0] for r in rows]), np.array([r[3] for r in rows]))
+    uplink = (
+        np.full(len(rows), rnd),
+        np.array([r[0] for r in rows]),
+        np.array([r[3] for r in rows]),
+    )
     client_masks = [(rnd, r[0], r[5]) for r in rows if r[5] is not None]
     runfile.append_round(metrics, mask_record=mask_record, uplink=uplink, client_masks=client_masks)
     with open(out_dir / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps({k: (None if isinstance(v, float) and np.isnan(v) else v)
-                             for k, v in metrics.items()}) + "\n")
+        fh.write(
+            json.dumps(
+                {
+                    k: (None if isinstance(v, float) and np.isnan(v) else v)
+                    for k, v in metrics.items()
+                }
+            )
+            + "\n"
+        )
 
 
 def human_bytes(n: float) -> str:
@@ -310,6 +365,8 @@ def progress_line(rnd, done, rounds, m, metric_name, elapsed):
     score_text = "  -   " if np.isnan(score) else f"{score:.4f}"
     per_round = elapsed / done
     eta = per_round * (rounds - rnd)
-    return (f"round {rnd}/{rounds}  {label} {score_text}  train_loss {m['train_loss']:.4f}  "
-            f"sparsity {m['sparsity']:.3f}  up {human_bytes(m['bytes_up'])}  "
-            f"down {human_bytes(m['bytes_down'])}  {m['wall_s']:.2f} s/round  ETA {eta:.0f} s")
+    return (
+        f"round {rnd}/{rounds}  {label} {score_text}  train_loss {m['train_loss']:.4f}  "
+        f"sparsity {m['sparsity']:.3f}  up {human_bytes(m['bytes_up'])}  "
+        f"down {human_bytes(m['bytes_down'])}  {m['wall_s']:.2f} s/round  ETA {eta:.0f} s"
+    )

@@ -74,19 +74,28 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
     sizes = np.array([len(p) for p in parts], dtype=np.int64)
     if (sizes == 0).any():
         raise InputError(
-            f"{int((sizes == 0).sum())} clients received no training samples; use fewer clients or more data"
+            f"{int((sizes == 0).sum())} clients received no training samples; "
+            "use fewer clients or more data"
         )
     labels = as_labels(dataset.y_train, bins=bins)
     stats = partition_stats(labels, parts, dataset.num_classes or bins)
-    options = section_options(getattr(config.model, config.model.name, None), tuple(model_options(config.model.name)))
+    options = section_options(
+        getattr(config.model, config.model.name, None), tuple(model_options(config.model.name))
+    )
     if config.model.init is not None:
         options["init"] = config.model.init
-    module = build_model(config.model.name, dataset.input_shape, dataset.num_classes, seed=seed, **options)
+    module = build_model(
+        config.model.name, dataset.input_shape, dataset.num_classes, seed=seed, **options
+    )
     model = FlatModel(module.to(device), device=device)
-    preset = getattr(getattr(config.algorithm, config.algorithm.name, None), "prunable", "all_trainable")
+    preset = getattr(
+        getattr(config.algorithm, config.algorithm.name, None), "prunable", "all_trainable"
+    )
     prunable = prunable_mask(model.layout, preset, device=device)
     algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device), model.layout)
-    return Setup(dataset, parts, test_parts, sizes, stats, model, algorithm, device, cohort_size(config))
+    return Setup(
+        dataset, parts, test_parts, sizes, stats, model, algorithm, device, cohort_size(config)
+    )
 
 
 def to_device(array: np.ndarray, device: str) -> torch.Tensor:

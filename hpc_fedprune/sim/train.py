@@ -50,7 +50,9 @@ class LocalTrainer:
         The whole training set, already on the rank's device.
     """
 
-    def __init__(self, flat_model, config: Config, task: str, x_train: torch.Tensor, y_train: torch.Tensor) -> None:
+    def __init__(
+        self, flat_model, config: Config, task: str, x_train: torch.Tensor, y_train: torch.Tensor
+    ) -> None:
         self.model = flat_model
         self.config = config
         self.task = task
@@ -70,7 +72,9 @@ class LocalTrainer:
         t = self.config.training
         if t.optimizer == "adam":
             return torch.optim.Adam([self.params], lr=t.lr, weight_decay=t.weight_decay)
-        return torch.optim.SGD([self.params], lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        return torch.optim.SGD(
+            [self.params], lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
+        )
 
     def _float_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The mask as float32, cached while the same mask object is in use."""

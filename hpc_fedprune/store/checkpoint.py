@@ -140,7 +140,9 @@ def read_checkpoint(path: Path) -> Checkpoint:
                 raise ValueError("checksum mismatch")
             return Checkpoint(int(g.attrs["round"]), weights, mask, algorithm, clients, Path(path))
     except Exception as exc:  # noqa: BLE001 - h5py reports damage as many exception types
-        raise ValueError(f"{path.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ValueError(
+            f"{path.name}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 def latest_checkpoint(out_dir: Path) -> Checkpoint | None:
@@ -162,8 +164,11 @@ def latest_checkpoint(out_dir: Path) -> Checkpoint | None:
             return read_checkpoint(path)
         except ValueError as exc:
             problems.append(str(exc))
-            print(f"warning: checkpoint {path} is damaged ({exc}); trying an older one",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: checkpoint {path} is damaged ({exc}); trying an older one",
+                file=sys.stderr,
+                flush=True,
+            )
     if problems:
         raise InputError(f"no intact checkpoint in {out_dir}: {'; '.join(problems)}")
     return None

@@ -56,7 +56,9 @@ class RunFile:
     def open(self, mode: str = "a") -> h5py.File:
         return h5py.File(self.path, mode)
 
-    def create(self, *, attrs: dict, layout, prunable: np.ndarray, partition: dict[str, np.ndarray]) -> None:
+    def create(
+        self, *, attrs: dict, layout, prunable: np.ndarray, partition: dict[str, np.ndarray]
+    ) -> None:
         """Create the file with its root attributes, the model layout and partition facts."""
         with h5py.File(self.path, "w") as f:
             f.attrs["format_version"] = FORMAT_VERSION
@@ -122,7 +124,10 @@ class RunFile:
 
     @staticmethod
     def _append_masks(
-        group: h5py.Group, rounds: np.ndarray, records: list[dict[str, np.ndarray]], rounds_name: str
+        group: h5py.Group,
+        rounds: np.ndarray,
+        records: list[dict[str, np.ndarray]],
+        rounds_name: str,
     ) -> None:
         # Tensors first, rounds last: a crash in between leaves rounds shorter, never longer.
         for name in records[0]:

@@ -13,8 +13,14 @@ from .conftest import TINY
 
 
 def cli(*args, timeout=200):
-    return subprocess.run([sys.executable, "-m", "hpc_fedprune", *args], capture_output=True,
-                          text=True, timeout=timeout, env=child_env(), cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "hpc_fedprune", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=REPO,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +28,14 @@ def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("analyze")
     dense, sparse = base / "fedavg", base / "fedsparsify"
     assert cli("run", "--out", str(dense), *TINY).returncode == 0
-    proc = cli("run", "--out", str(sparse), *TINY, "algorithm.name=fedsparsify",
-               "algorithm.fedsparsify.variant=local")
+    proc = cli(
+        "run",
+        "--out",
+        str(sparse),
+        *TINY,
+        "algorithm.name=fedsparsify",
+        "algorithm.fedsparsify.variant=local",
+    )
     assert proc.returncode == 0, proc.stderr
     return dense, sparse
 

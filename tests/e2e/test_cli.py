@@ -17,8 +17,14 @@ from .conftest import TINY
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "hpc_fedprune", *args], capture_output=True,
-                          text=True, timeout=timeout, env=child_env(), cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "hpc_fedprune", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=REPO,
+    )
 
 
 @pytest.mark.timeout(180)
@@ -36,8 +42,20 @@ def test_run_writes_the_run_directory(tmp_path):
         assert f.attrs["status"] == "finished"
         assert f.attrs["rounds_done"] == 3 and f.attrs["world_size"] == 1
         assert f.attrs["algorithm"] == "fedavg"
-        names = ["round", "test_accuracy", "test_loss", "train_loss", "sparsity", "density",
-                 "bytes_up", "bytes_down", "bytes_up_dense_equiv", "mpi_bytes", "clients", "wall_s"]
+        names = [
+            "round",
+            "test_accuracy",
+            "test_loss",
+            "train_loss",
+            "sparsity",
+            "density",
+            "bytes_up",
+            "bytes_down",
+            "bytes_up_dense_equiv",
+            "mpi_bytes",
+            "clients",
+            "wall_s",
+        ]
         for name in names:
             assert f["metrics"][name].shape == (3,), name
         assert list(f["metrics/round"][...]) == [1, 2, 3]
@@ -61,8 +79,13 @@ def test_config_show_prints_every_default():
 
 
 def test_help_on_every_command():
-    for args in (["--help"], ["run", "--help"], ["config", "--help"], ["analyze", "--help"],
-                 ["compare", "--help"]):
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["config", "--help"],
+        ["analyze", "--help"],
+        ["compare", "--help"],
+    ):
         proc = cli(*args)
         assert proc.returncode == 0 and "usage" in proc.stdout.lower(), args
 

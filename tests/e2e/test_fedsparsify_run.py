@@ -16,9 +16,24 @@ from .conftest import TINY
 
 def run(out, *extra):
     proc = subprocess.run(
-        [sys.executable, "-m", "hpc_fedprune", "run", "--out", str(out), *TINY,
-         "algorithm.name=fedsparsify", "federation.rounds=5", *extra],
-        capture_output=True, text=True, timeout=200, env=child_env(), cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "hpc_fedprune",
+            "run",
+            "--out",
+            str(out),
+            *TINY,
+            "algorithm.name=fedsparsify",
+            "federation.rounds=5",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=child_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     return out / "run.h5"
 
@@ -43,8 +58,11 @@ def flat_slices(f, names):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("variant", ["global", "local"])
 def test_no_regrowth_target_sparsity_and_masks_decode(tmp_path, variant):
-    path = run(tmp_path / variant, f"algorithm.fedsparsify.variant={variant}",
-               "algorithm.fedsparsify.final_sparsity=0.8")
+    path = run(
+        tmp_path / variant,
+        f"algorithm.fedsparsify.variant={variant}",
+        "algorithm.fedsparsify.final_sparsity=0.8",
+    )
     with h5py.File(path, "r") as f:
         names, rows = records(f)
         assert [r for r, _ in rows] == sorted(r for r, _ in rows)
@@ -54,7 +72,9 @@ def test_no_regrowth_target_sparsity_and_masks_decode(tmp_path, variant):
         final = np.unpackbits(f["model/mask"][...], count=numel).astype(bool)
         prunable = np.unpackbits(f["model/prunable"][...], count=numel).astype(bool)
         # the last mask record is the final mask, and pruned weights are exactly zero
-        assert np.array_equal(np.concatenate([final[s] for s in flat_slices(f, names)]), rows[-1][1])
+        assert np.array_equal(
+            np.concatenate([final[s] for s in flat_slices(f, names)]), rows[-1][1]
+        )
         flat = f["model/flat"][...]
         assert np.all(flat[~final] == 0)
         sparsity = 1 - final[prunable].sum() / prunable.sum()

@@ -15,15 +15,24 @@ from tests.e2e.conftest import TINY, assert_same_results, read_run
 from tests.helpers import run_mpi
 
 # FedSparsify writes mask history; server momentum is algorithm state that must survive.
-CONFIG = [*TINY, "federation.rounds=6", "output.checkpoint_every=2",
-          "algorithm.name=fedsparsify", "federation.server_momentum=0.5"]
+CONFIG = [
+    *TINY,
+    "federation.rounds=6",
+    "output.checkpoint_every=2",
+    "algorithm.name=fedsparsify",
+    "federation.server_momentum=0.5",
+]
 pytestmark = [pytest.mark.mpi]
 
 
 def launch(n, out, *extra, fault=None, timeout=200):
     env = {"HPC_FEDPRUNE_FAULT": fault} if fault else None
-    return run_mpi(n, ["-m", "hpc_fedprune", "run", "--out", str(out), *CONFIG, *extra],
-                   env=env, timeout=timeout)
+    return run_mpi(
+        n,
+        ["-m", "hpc_fedprune", "run", "--out", str(out), *CONFIG, *extra],
+        env=env,
+        timeout=timeout,
+    )
 
 
 def resume(n, out, timeout=200):
@@ -48,7 +57,9 @@ def reference(tmp_path_factory):
         ("rank=0,round=3,point=history,action=kill", 2, 2),  # mid history write
     ],
 )
-def test_sigkill_then_resume_is_bit_identical(tmp_path, reference, fault, first_ranks, resume_ranks):
+def test_sigkill_then_resume_is_bit_identical(
+    tmp_path, reference, fault, first_ranks, resume_ranks
+):
     out = tmp_path / "run"
     crashed = launch(first_ranks, out, fault=fault)
     assert crashed.returncode != 0
@@ -59,7 +70,10 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference, fault, first_
     assert_same_results(reference, result)
     with h5py.File(out / "run.h5", "r") as f:
         assert list(f["metrics/round"][...]) == [1, 2, 3, 4, 5, 6]
-        assert len(f["masks/rounds"]) == f["masks"][next(k for k in f["masks"] if k != "rounds")].shape[0]
+        assert (
+            len(f["masks/rounds"])
+            == f["masks"][next(k for k in f["masks"] if k != "rounds")].shape[0]
+        )
 
 
 @pytest.mark.timeout(300)

@@ -17,8 +17,11 @@ def runs(tmp_path_factory):
     out = {}
     for n in RANKS:
         d = base / f"n{n}"
-        proc = run_mpi(n, ["-m", "hpc_fedprune", "run", "--out", str(d), *TINY,
-                           "federation.server_momentum=0.5"], timeout=240)
+        proc = run_mpi(
+            n,
+            ["-m", "hpc_fedprune", "run", "--out", str(d), *TINY, "federation.server_momentum=0.5"],
+            timeout=240,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         out[n] = read_run(d / "run.h5")
     return out
@@ -35,8 +38,11 @@ def test_model_and_metrics_identical_to_one_rank(runs, n):
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_bad_input_under_mpi_is_reported_once(tmp_path):
-    proc = run_mpi(3, ["-m", "hpc_fedprune", "run", "--out", str(tmp_path / "r"),
-                       "training.lr=fast"], timeout=100)
+    proc = run_mpi(
+        3,
+        ["-m", "hpc_fedprune", "run", "--out", str(tmp_path / "r"), "training.lr=fast"],
+        timeout=100,
+    )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["error: training.lr: expected a number, got 'fast'"]
@@ -46,8 +52,20 @@ def test_bad_input_under_mpi_is_reported_once(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.timeout(120)
 def test_more_ranks_than_clients_is_bad_input(tmp_path):
-    proc = run_mpi(3, ["-m", "hpc_fedprune", "run", "--out", str(tmp_path / "r"), *TINY,
-                       "partition.num_clients=2", "federation.clients_per_round=2"], timeout=100)
+    proc = run_mpi(
+        3,
+        [
+            "-m",
+            "hpc_fedprune",
+            "run",
+            "--out",
+            str(tmp_path / "r"),
+            *TINY,
+            "partition.num_clients=2",
+            "federation.clients_per_round=2",
+        ],
+        timeout=100,
+    )
     assert proc.returncode == 2
     assert "3 ranks for 2 clients" in proc.stderr
 
@@ -56,7 +74,11 @@ def test_more_ranks_than_clients_is_bad_input(tmp_path):
 @pytest.mark.timeout(120)
 def test_exception_on_one_rank_ends_the_job(tmp_path):
     """Rank 1 fails in round 2 while the others wait in a collective: the job must end."""
-    proc = run_mpi(3, ["-m", "hpc_fedprune", "run", "--out", str(tmp_path / "r"), *TINY],
-                   env={"HPC_FEDPRUNE_FAULT": "rank=1,round=2"}, timeout=100)
+    proc = run_mpi(
+        3,
+        ["-m", "hpc_fedprune", "run", "--out", str(tmp_path / "r"), *TINY],
+        env={"HPC_FEDPRUNE_FAULT": "rank=1,round=2"},
+        timeout=100,
+    )
     assert proc.returncode != 0
     assert "injected fault" in proc.stderr

@@ -15,8 +15,15 @@ def test_defaults_are_the_quick_start():
 
 
 def test_overrides_parse_as_yaml_and_nest():
-    config = load_config(None, ["federation.rounds=7", "training.lr=0.5", "model.mlp.hidden=[64, 32]",
-                                "algorithm.fedprox.mu=0.1"])
+    config = load_config(
+        None,
+        [
+            "federation.rounds=7",
+            "training.lr=0.5",
+            "model.mlp.hidden=[64, 32]",
+            "algorithm.fedprox.mu=0.1",
+        ],
+    )
     assert config.federation.rounds == 7
     assert config.training.lr == 0.5
     assert config.model.mlp.hidden == (64, 32)

@@ -13,10 +13,13 @@ def test_srun_without_pmi_is_refused():
         check_launch(world, env)
 
 
-@pytest.mark.parametrize("env", [
-    {},  # not under Slurm
-    {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_ID": "0"},  # srun -n 1
-    {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_STEP_ID": "batch"},  # in the batch script
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # not under Slurm
+        {"SLURM_PROCID": "0", "SLURM_STEP_NUM_TASKS": "1", "SLURM_STEP_ID": "0"},  # srun -n 1
+        {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_STEP_ID": "batch"},  # in the batch script
+    ],
+)
 def test_single_rank_launches_are_fine(env):
     check_launch(World.from_mpi(), env)

@@ -17,12 +17,16 @@ def weighted_sums(ws, ms, ns, w_global):
     return delta, kept_weight, kept_share, votes
 
 
-W = [torch.tensor([1.0, 2.0, 0.0, 4.0], dtype=torch.float64),
-     torch.tensor([3.0, 0.0, 0.0, 8.0], dtype=torch.float64),
-     torch.tensor([5.0, 6.0, 0.0, 0.0], dtype=torch.float64)]
-M = [torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64),
-     torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64),
-     torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)]
+W = [
+    torch.tensor([1.0, 2.0, 0.0, 4.0], dtype=torch.float64),
+    torch.tensor([3.0, 0.0, 0.0, 8.0], dtype=torch.float64),
+    torch.tensor([5.0, 6.0, 0.0, 0.0], dtype=torch.float64),
+]
+M = [
+    torch.tensor([1.0, 1.0, 0.0, 1.0], dtype=torch.float64),
+    torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64),
+    torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64),
+]
 N = [1, 1, 2]
 WG = torch.tensor([9.0, 9.0, 9.0, 9.0], dtype=torch.float64)
 
@@ -30,7 +34,9 @@ WG = torch.tensor([9.0, 9.0, 9.0, 9.0], dtype=torch.float64)
 def test_fedavg_is_the_weighted_average_including_zeros():
     delta, *_ = weighted_sums(W, M, N, WG)
     # (1*1 + 1*3 + 2*5)/4 = 3.5 ; (2 + 0 + 12)/4 = 3.5 ; 0 ; (4 + 8 + 0)/4 = 3
-    assert torch.allclose(merge.fedavg(WG, delta), torch.tensor([3.5, 3.5, 0.0, 3.0], dtype=torch.float64))
+    assert torch.allclose(
+        merge.fedavg(WG, delta), torch.tensor([3.5, 3.5, 0.0, 3.0], dtype=torch.float64)
+    )
 
 
 def test_nnz_average_only_counts_clients_that_kept_the_position():
@@ -41,7 +47,9 @@ def test_nnz_average_only_counts_clients_that_kept_the_position():
     assert torch.allclose(merge.nnz_average(kw, ks), expected)
 
 
-@pytest.mark.parametrize("cohort, needed", [(1, 0), (2, 1), (3, 1), (4, 2), (8, 4), (10, 5), (11, 5)])
+@pytest.mark.parametrize(
+    "cohort, needed", [(1, 0), (2, 1), (3, 1), (4, 2), (8, 4), (10, 5), (11, 5)]
+)
 def test_majority_threshold_is_at_least_half_rounded_down(cohort, needed):
     assert merge.majority_threshold(cohort) == needed
 

@@ -9,7 +9,10 @@ from tests.helpers import REPO
 def test_readme_config_table_is_current():
     table = subprocess.run(
         [sys.executable, "-m", "hpc_fedprune", "config", "keys", "--markdown"],
-        capture_output=True, text=True, check=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
     ).stdout.strip()
     text = (REPO / "README.md").read_text()
     stale = [row for row in table.splitlines() if row not in text]
