@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import h5py
 import numpy as np
+
+from tests.helpers import REPO, child_env
 
 # Small enough for a few seconds per run on one core, big enough to learn something.
 TINY = [
@@ -45,3 +50,15 @@ def assert_same_results(a: dict, b: dict) -> None:
             continue
         x, y = a["metrics"][name], b["metrics"][name]
         assert np.array_equal(x, y, equal_nan=True), f"metric {name} differs: {x} vs {y}"
+
+
+def cli(*args, timeout=200) -> subprocess.CompletedProcess:
+    """``python -m hpc_fedprune ARGS`` in one process, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpc_fedprune", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(),
+        cwd=REPO,
+    )

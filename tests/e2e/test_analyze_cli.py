@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.helpers import REPO, child_env
-
-from .conftest import TINY
-
-
-def cli(*args, timeout=200):
-    return subprocess.run(
-        [sys.executable, "-m", "hpc_fedprune", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
-        cwd=REPO,
-    )
+from .conftest import TINY, cli
 
 
 @pytest.fixture(scope="module")

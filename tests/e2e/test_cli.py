@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 import yaml
 
-from tests.helpers import REPO, child_env
-
-from .conftest import TINY
-
-
-def cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "hpc_fedprune", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=child_env(),
-        cwd=REPO,
-    )
+from .conftest import TINY, cli
 
 
 @pytest.mark.timeout(180)

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, child_env
-
-from .conftest import TINY
+from .conftest import TINY, cli
 
 
 def run(out, *extra):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hpc_fedprune",
-            "run",
-            "--out",
-            str(out),
-            *TINY,
-            "algorithm.name=fedsparsify",
-            "federation.rounds=5",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        env=child_env(),
-        cwd=REPO,
-    )
+    args = [*TINY, "algorithm.name=fedsparsify", "federation.rounds=5", *extra]
+    proc = cli("run", "--out", str(out), *args)
     assert proc.returncode == 0, proc.stderr
     return out / "run.h5"
 
