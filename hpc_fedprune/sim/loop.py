@@ -39,6 +39,18 @@ from .train import LocalTrainer
 
 
 @dataclass
+class ClientRecord:
+    """What rank 0 learns about one client of a round (gathered from every rank)."""
+
+    client: int
+    loss: float  # mean training loss over the client's local steps
+    samples: int
+    bytes_up: int  # encoded uplink
+    value_bytes: int  # the values alone
+    mask: dict[str, np.ndarray] | None  # client-local mask per tensor, when recorded
+
+
+@dataclass
 class RunResult:
     """What a run reports to the command line (meaningful on rank 0)."""
 
@@ -120,15 +132,14 @@ def run_rounds(
             accounting.round_to_wire_(local, config.comm.value_dtype)
             upload = algorithm.upload(ctx, current, local, local_mask, result.samples)
             wire = accounting.upload_info(upload, config.comm.value_dtype)
-            up_bytes, up_values = wire.total_bytes, wire.value_bytes
             sums.add(upload.channels)
             records.append(
-                (
+                ClientRecord(
                     client,
                     result.loss,
                     result.samples,
-                    up_bytes,
-                    up_values,
+                    wire.total_bytes,
+                    wire.value_bytes,
                     local_mask_record(model, algorithm, local_mask, config),
                 )
             )
@@ -157,7 +168,7 @@ def run_rounds(
         else:
             scores, local_acc = {}, None
         if world.is_root:
-            rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r[0])
+            rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r.client)
             mpi_bytes = sum(b for _, b in gathered)
             last = round_metrics(
                 rnd,
@@ -268,8 +279,8 @@ def evaluate_local(config, setup, model, x_train, y_train, world):
 
 def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mpi_bytes, wall_s):
     """One row of /metrics from the gathered client records (sorted by client id)."""
-    samples = np.array([r[2] for r in rows], dtype=np.float64)
-    losses = np.array([r[1] for r in rows], dtype=np.float64)
+    samples = np.array([r.samples for r in rows], dtype=np.float64)
+    losses = np.array([r.loss for r in rows], dtype=np.float64)
     numel = setup.model.numel
     sparsity = accounting.sparsity(current, setup.algorithm.prunable)
     down = accounting.download_info(current, config.comm.value_dtype).total_bytes * len(rows)
@@ -282,10 +293,10 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
         "train_loss": float((samples * losses).sum() / samples.sum()),
         "sparsity": sparsity,
         "density": 1.0 - sparsity,
-        "bytes_up": float(sum(r[3] for r in rows)),
+        "bytes_up": float(sum(r.bytes_up for r in rows)),
         "bytes_down": float(down),
         "bytes_up_dense_equiv": float(4 * numel * len(rows)),
-        "bytes_up_values_only": float(sum(r[4] for r in rows)),
+        "bytes_up_values_only": float(sum(r.value_bytes for r in rows)),
         "mpi_bytes": float(mpi_bytes),
         "clients": len(rows),
         "wall_s": wall_s,
@@ -330,10 +341,10 @@ def write_round(
         mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
     uplink = (
         np.full(len(rows), rnd),
-        np.array([r[0] for r in rows]),
-        np.array([r[3] for r in rows]),
+        np.array([r.client for r in rows]),
+        np.array([r.bytes_up for r in rows]),
     )
-    client_masks = [(rnd, r[0], r[5]) for r in rows if r[5] is not None]
+    client_masks = [(rnd, r.client, r.mask) for r in rows if r.mask is not None]
     runfile.append_round(metrics, mask_record=mask_record, uplink=uplink, client_masks=client_masks)
     with open(out_dir / "metrics.jsonl", "a") as fh:
         fh.write(
