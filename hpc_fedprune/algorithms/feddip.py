@@ -51,6 +51,8 @@ class FedDIP(Algorithm):
                 "algorithm.feddip.regrowth=free prunes the unmasked aggregate, so it needs "
                 "algorithm.feddip.upload=dense"
             )
+        # Masked uploads: w * M - w_global is zero outside M, so rank sums travel over M.
+        self.channels_within_mask = self.prunes and cfg.upload == "masked"
         rounds = config.federation.rounds
         self.schedule = feddip_schedule(cfg, rounds)
         self.lambdas = FedDIPLambda(T=rounds, lambda_max=cfg.lambda_max)

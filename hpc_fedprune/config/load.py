@@ -181,6 +181,12 @@ def coerce(path: str, value: Any, hint: Any) -> Any:
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 5e-4 (no decimal point) as a string; accept it as a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise InputError(f"{path}: expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):

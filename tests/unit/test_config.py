@@ -88,3 +88,7 @@ def test_every_key_is_documented():
     assert len(rows) > 40
     assert all(text for _, _, text in rows)
     assert ("federation.rounds", load_config().federation.rounds) in [(k, d) for k, d, _ in rows]
+
+
+def test_exponent_without_decimal_point_is_a_number():
+    assert load_config(None, ["training.weight_decay=5e-4"]).training.weight_decay == 5e-4
