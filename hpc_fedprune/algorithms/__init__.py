@@ -6,12 +6,18 @@ from .base import Algorithm, GlobalModel, RoundContext, Upload
 from .feddip import FedDIP
 from .fedprox import FedProx
 from .fedsparsify import FedSparsify
+from .oneshot import OneShot
+from .random_mask import RandomMask
+from .snip import SNIP
 
 REGISTRY: dict[str, type[Algorithm]] = {
     "fedavg": Algorithm,
     "fedprox": FedProx,
     "fedsparsify": FedSparsify,
     "feddip": FedDIP,
+    "snip": SNIP,
+    "oneshot": OneShot,
+    "random_mask": RandomMask,
 }
 
 

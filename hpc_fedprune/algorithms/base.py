@@ -7,6 +7,10 @@ and each method overrides only the points where it differs (DESIGN section 3b).
 Set-up (every rank, once):
     ``set_layout``   -> the flat model's tensor layout, for per-tensor work (ERK masks,
                         per-layer penalties); called by ``make_algorithm``
+    ``initial_mask`` -> the global mask before round 1 (None: dense), from the initial
+                        weights and ``gradient(client, rng)``: the flat loss gradient at
+                        those weights on the first batch of ``rng.permutation`` of that
+                        client's data (SNIP); rank 0's result is broadcast to all ranks
 Client side (every rank, once per client, in this order):
     ``begin_client`` -> remember per-client facts of the round (FedDIP: its mask and the
                         round's penalty coefficient) before the hooks below run
@@ -26,8 +30,10 @@ All server and algorithm state lives in the object on rank 0 and is returned by
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..config import Config
@@ -36,6 +42,9 @@ from ..config import Config
 # values, 0 for integer counts such as majority votes.
 REAL_BITS = 40
 COUNT_BITS = 0
+
+# gradient(client, rng) -> flat loss gradient on the client's first batch (`initial_mask`).
+GradientFn = Callable[[int, np.random.Generator], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -136,8 +145,16 @@ class Algorithm:
         """Receive the flat model's layout (``FlatModel.layout``) before any other hook."""
         self.layout = tuple(layout)
 
-    def initial_mask(self, weights: torch.Tensor) -> torch.Tensor | None:
-        """The global mask before round 1 (None: dense)."""
+    def initial_mask(
+        self, weights: torch.Tensor, gradient: GradientFn | None = None
+    ) -> torch.Tensor | None:
+        """The global mask before round 1 (None: dense).
+
+        ``gradient(client, rng)`` returns the flat loss gradient at ``weights`` on the first
+        batch of ``rng.permutation`` of ``client``'s data, for masks scored at
+        initialisation; draw ``client`` and pass ``rng`` from a keyed stream so that the
+        choice does not depend on the ranks.
+        """
         return None
 
     # ------------------------------------------------------------- client side

@@ -23,7 +23,7 @@ DATASETS = (
     "hdf5",
 )
 MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
-ALGORITHMS = ("fedavg", "fedprox", "fedsparsify", "feddip")
+ALGORITHMS = ("fedavg", "fedprox", "fedsparsify", "feddip", "snip", "oneshot", "random_mask")
 
 
 @dataclass(frozen=True)
@@ -242,12 +242,48 @@ class FedDIPConfig:
     )
 
 
+PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
+
+
+@dataclass(frozen=True)
+class SNIPConfig:
+    sparsity: float = option(0.9, "sparsity of the mask fixed before round 1", min=0.0, max=1.0)
+    prunable: str = option(
+        "conv_linear_weights",
+        "prunable set preset (norm layers always excluded)",
+        choices=("all_trainable", "conv_linear_weights"),
+    )
+
+
+@dataclass(frozen=True)
+class OneShotConfig:
+    sparsity: float = option(0.9, "sparsity of the one pruning step", min=0.0, max=1.0)
+    prune_round: int = option(
+        10, "round t0 whose aggregate is pruned by global magnitude (dense before)", min=1
+    )
+    prunable: str = option("all_trainable", "prunable set preset", choices=PRESETS)
+
+
+@dataclass(frozen=True)
+class RandomMaskConfig:
+    sparsity: float = option(0.9, "sparsity of the mask fixed before round 1", min=0.0, max=1.0)
+    distribution: str = option(
+        "uniform",
+        "uniform: one global random draw; erk: ERK per-tensor densities",
+        choices=("uniform", "erk"),
+    )
+    prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+
+
 @dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = option("fedavg", "federated method", choices=ALGORITHMS)
     fedprox: FedProxConfig = section(FedProxConfig, "FedProx settings")
     fedsparsify: FedSparsifyConfig = section(FedSparsifyConfig, "FedSparsify settings")
     feddip: FedDIPConfig = section(FedDIPConfig, "FedDIP settings")
+    snip: SNIPConfig = section(SNIPConfig, "SNIP settings")
+    oneshot: OneShotConfig = section(OneShotConfig, "one-shot magnitude settings")
+    random_mask: RandomMaskConfig = section(RandomMaskConfig, "random mask settings")
 
 
 @dataclass(frozen=True)

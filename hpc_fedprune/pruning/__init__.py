@@ -26,6 +26,7 @@ from .masks import (
     unpack_mask,
 )
 from .prunable import PRUNABLE_PRESETS, prunable_mask, prunable_tensors, tensors_in
+from .saliency import snip_mask, snip_scores
 from .schedules import (
     SCHEDULES,
     Constant,
@@ -74,6 +75,8 @@ __all__ = [
     "prunable_tensors",
     "pruned_count",
     "random_mask",
+    "snip_mask",
+    "snip_scores",
     "sparsity",
     "tensors_in",
     "unpack_mask",

@@ -85,9 +85,15 @@ def run_rounds(
     metric_name = "test_accuracy" if ds.task == "classification" else "test_mae"
 
     weights = model.flat.detach().clone()
-    current = GlobalModel(weights, algorithm.initial_mask(weights))
+
+    def gradient(client, rng):  # for masks scored at initialisation (SNIP)
+        return trainer.first_batch_gradient(weights, setup.train_parts[client], rng)
+
+    current = GlobalModel(weights, algorithm.initial_mask(weights, gradient))
     if current.mask is not None:
         current.weights.mul_(current.mask)
+    # A mask scored from a gradient could differ in its last bits between devices: rank 0's wins.
+    current, _ = accounting.broadcast_model(world, current, None, device)
 
     runfile = RunFile(out_dir / "run.h5") if world.is_root else None
     devices = world.gather_objects(f"{socket.gethostname()}:{device}")
@@ -184,8 +190,9 @@ def run_rounds(
             )
             last.update(algorithm.metrics())
             maybe_fail("write", world.rank, rnd)
+            # Round 1 records a mask fixed before it (initial_mask) as well.
             mask_changed = current.mask is not None and (
-                previous_mask is None or not torch.equal(previous_mask, current.mask)
+                rnd == 1 or previous_mask is None or not torch.equal(previous_mask, current.mask)
             )
             write_round(
                 runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed

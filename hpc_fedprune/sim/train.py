@@ -177,6 +177,28 @@ class LocalTrainer:
                 break
         return ClientResult(loss=_mean_loss(losses, sizes), steps=steps, samples=n)
 
+    def first_batch_gradient(
+        self, weights: torch.Tensor, indices: np.ndarray, rng: np.random.Generator
+    ) -> torch.Tensor:
+        """The flat loss gradient at ``weights`` on one client's first batch (SNIP's score).
+
+        The batch is the first ``batch_size`` samples of ``rng.permutation`` of the client's
+        ``indices``, so the caller's key fixes it on every rank. The model is in training
+        mode (batch statistics, as in a local step); dropout draws from ``rng`` too.
+        Returns a new tensor as long as the flat model, zero on buffers.
+        """
+        fm = self.model
+        fm.load_(weights)
+        fm.module.train()
+        order = rng.permutation(len(indices))[: min(self.config.training.batch_size, len(indices))]
+        if self.has_dropout:  # drawn after the batch, so the batch is the same with or without
+            gen = torch.Generator(device=self.x.device).manual_seed(int(rng.integers(2**62)))
+            set_dropout_generator(fm.module, gen)
+        sel = torch.as_tensor(np.asarray(indices)[order], device=self.x.device)
+        fm.zero_grad()
+        self.loss_fn(fm.module(self.x[sel]), self.y[sel]).backward()
+        return fm.grad.detach().clone()
+
 
 def _mean_loss(losses: list[torch.Tensor], sizes: list[int]) -> float:
     """Sample-weighted mean of the batch losses: one device-to-host copy per client.

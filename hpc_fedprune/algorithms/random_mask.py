@@ -1,0 +1,31 @@
+"""A fixed random mask from round 1 (ALGORITHMS.md s5: "Random mask").
+
+``distribution: uniform`` prunes ``floor(s * N)`` prunable entries drawn uniformly;
+``erk`` gives each tensor its ERK density (Evci et al. 2020) and draws positions inside
+it. The positions come from ``numpy_rng(seed, Stream.MASK, 0)``: the same mask on every
+rank and after a resume. Clients train under it; it never changes (FedDST with
+readjustment 0).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pruning.erk import erk_random_mask, random_mask
+from ..rng import Stream, numpy_rng
+from .base import Algorithm, GradientFn
+
+
+class RandomMask(Algorithm):
+    """FedAvg under a fixed uniform or ERK random mask."""
+
+    name = "random_mask"
+    prunes = True
+    channels_within_mask = True  # clients train under the fixed mask
+
+    def initial_mask(self, weights: torch.Tensor, gradient: GradientFn | None = None):
+        cfg = self.config.algorithm.random_mask
+        rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
+        if cfg.distribution == "erk":
+            return erk_random_mask(self.layout, self.prunable, 1.0 - cfg.sparsity, rng)
+        return random_mask(self.prunable, cfg.sparsity, rng)

@@ -1,0 +1,51 @@
+"""SNIP: a mask fixed at initialisation from connection sensitivity (ALGORITHMS.md s2.7, s3.7).
+
+Before round 1 one client, drawn from ``numpy_rng(seed, Stream.MASK, 0)``, gives the loss
+gradient ``g`` at the initial weights ``w`` on the first batch of a permutation drawn from
+the same generator; the mask keeps the ``1 - s`` of the prunable set with the largest
+``|g * w|``. Norm layers are never pruned. The mask never changes; clients re-apply it
+after every step (the base ``train_mask``), so uploads travel as values over it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from ..pruning.prunable import prunable_mask
+from ..pruning.saliency import snip_mask
+from ..rng import Stream, numpy_rng
+from .base import Algorithm, GradientFn
+
+
+class SNIP(Algorithm):
+    """FedAvg under a one-shot SNIP mask computed from one batch of one sampled client."""
+
+    name = "snip"
+    prunes = True
+    channels_within_mask = True  # clients train under the fixed mask
+
+    def __init__(self, config, prunable, trainable) -> None:
+        super().__init__(config, prunable, trainable)
+        self.cfg = config.algorithm.snip
+        self.client: int | None = None  # the client whose batch scored the mask
+
+    def set_layout(self, layout) -> None:
+        super().set_layout(layout)
+        # SNIP scores connections; norm scales and shifts are not (FedSparsify's baseline).
+        no_norm = prunable_mask(
+            self.layout, self.cfg.prunable, exclude_norm=True, device=self.prunable.device
+        )
+        self.prunable = self.prunable & no_norm
+
+    def choose(self):
+        """The scoring client and the generator that then draws its batch (rank-free key)."""
+        rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
+        return int(rng.integers(self.config.partition.num_clients)), rng
+
+    def initial_mask(self, weights: torch.Tensor, gradient: GradientFn | None = None):
+        if gradient is None:
+            raise InputError("snip needs the loss gradient at the initial weights")
+        self.client, rng = self.choose()
+        grad = gradient(self.client, rng).to(weights.device)
+        return snip_mask(weights, grad, self.prunable, self.cfg.sparsity)
