@@ -1,4 +1,6 @@
-"""Fault injection for the failure tests: ``HPC_FEDPRUNE_FAULT=rank=1,round=2[,point=P][,action=A]``.
+"""Fault injection for the failure tests.
+
+``HPC_FEDPRUNE_FAULT=rank=1,round=2[,point=P][,action=A]``.
 
 The program calls `maybe_fail(point, rank, round)` at a few named points (``train``: after
 a client's local training; ``reduce``: before the round's collective; ``write``: on rank
