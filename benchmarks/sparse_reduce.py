@@ -4,19 +4,23 @@
 
 One JSON line per (n, support, density, method): the median over ``--reps`` timed runs
 (after ``--warmup`` untimed ones) of the slowest rank, each run after a barrier and timed
-with ``MPI.Wtime``. ``speedup``: a plain int64 Allreduce of an already dense vector (dense
-result) over this method; ``speedup_same_io``: the 'dense' method given the same input and
-output form as this one (conversions included in both) over this method. Densities are
-per rank: every rank holds ``density * n`` entries (random: each rank its own support;
-shared: every rank the same support, values in support order). A method whose warm-up
-call takes longer than ``--slow-s`` is reported from that one call (``reps: 1``). No timed
-assertions.
+with ``MPI.Wtime``; the methods take turns within each repetition, so that a change of the
+machine's load hits all of them alike. ``speedup``: a bare int64 Allreduce of n words into
+a reused buffer (``plain_allreduce`` lines, timed before and after) over this method;
+``speedup_same_io``: the 'dense' method given the same input and output form as this one
+(conversions included in both) over this method. Densities are per rank: every rank holds
+``density * n`` entries (random: each rank its own support; shared: every rank the same
+support, values in support order). Method ``auto_hint`` is ``auto`` given
+``density_hint`` (the sum of the ranks' densities). A method other than dense and auto
+whose warm-up call takes longer than ``--slow-s`` is reported from that one call
+(``reps: 1``). No timed assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 
 import numpy as np
@@ -43,41 +47,69 @@ def make_input(n: int, density: float, support: str, form: str, rank: int, seed:
     return (idx.astype(np.int64), vals.astype(np.int64)), shared
 
 
-def time_method(comm, acc, n, method, shared, args, out) -> tuple[float, dict]:
-    """Median latency (slowest rank) and the stats of the last run."""
+def time_plain_allreduce(comm, n: int, args) -> float:
+    """Median time of a bare int64 ``Allreduce`` of n words into a preallocated buffer."""
+    send = np.ones(n, dtype=np.int64)
+    recv = np.empty_like(send)
     times = []
-    stats = None
-    reuse = np.zeros(n, dtype=np.int64) if (args.reuse_out and out == "dense") else None
-    for rep in range(args.warmup + args.reps):
+    for rep in range(args.warmup + 1 + args.reps):
         comm.Barrier()
         start = MPI.Wtime()
-        _, stats = collectives.reduce_sum(
-            comm,
-            acc,
-            n=n,
-            method=method,
-            to_all=not args.root_only,
-            shared_support=shared,
-            out=out,
-            dense_out=reuse,
-        )
+        comm.Allreduce(send, recv, op=MPI.SUM)
         elapsed = comm.allreduce(MPI.Wtime() - start, op=MPI.MAX)
-        if rep >= args.warmup:
+        if rep > args.warmup:
             times.append(elapsed)
-        elif elapsed > args.slow_s:
-            # Hopelessly slow here (e.g. a merge of 50% dense supports): one timing is
-            # enough, and the machine is shared.
-            times = [elapsed]
-            break
-    sent = comm.allreduce(stats.bytes_sent)
-    recv = comm.allreduce(stats.bytes_recv)
-    return float(np.median(times)), {
-        "reps": len(times),
-        "ran": stats.method,
-        "mpi_bytes_all_ranks": sent + recv,
-        "mpi_bytes_rank0": stats.mpi_bytes if comm.Get_rank() == 0 else None,
-        "min_s": float(np.min(times)),
-    }
+    return float(np.median(times))
+
+
+def time_methods(comm, acc, n, methods, shared, args, hint) -> dict[str, tuple[float, dict]]:
+    """Median latency (slowest rank) of each method, and the stats of its last run.
+
+    The methods take turns within every repetition (round robin), so that a change in the
+    machine's load hits all of them alike instead of whichever ran during it.
+    """
+    reuse = np.zeros(n, dtype=np.int64) if (args.reuse_out and args.out == "dense") else None
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    stats = {}
+    active = list(methods)
+    for rep in range(args.warmup + args.reps):
+        for method in list(active):
+            comm.Barrier()
+            start = MPI.Wtime()
+            # 'auto_hint': auto told the density (sum of the ranks' nnz / n) in advance.
+            _, stats[method] = collectives.reduce_sum(
+                comm,
+                acc,
+                n=n,
+                method="auto" if method == "auto_hint" else method,
+                to_all=not args.root_only,
+                shared_support=shared,
+                out=args.out,
+                dense_out=reuse,
+                density_hint=hint if method == "auto_hint" else None,
+            )
+            elapsed = comm.allreduce(MPI.Wtime() - start, op=MPI.MAX)
+            if rep >= args.warmup:
+                times[method].append(elapsed)
+            elif elapsed > args.slow_s and method not in ("dense", "auto", "auto_hint"):
+                # Hopelessly slow here (e.g. a merge of 50% dense supports): one timing
+                # is enough, and the machine is shared.
+                times[method] = [elapsed]
+                active.remove(method)
+    out = {}
+    for method in methods:
+        sent = comm.allreduce(stats[method].bytes_sent)
+        recv = comm.allreduce(stats[method].bytes_recv)
+        out[method] = (
+            float(np.median(times[method])),
+            {
+                "reps": len(times[method]),
+                "ran": stats[method].method,
+                "mpi_bytes_all_ranks": sent + recv,
+                "min_s": float(np.min(times[method])),
+            },
+        )
+    return out
 
 
 def main() -> None:
@@ -88,7 +120,7 @@ def main() -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=["dense", "shared", "op", "gatherv", "split", "union", "auto"],
+        default=["dense", "shared", "op", "gatherv", "split", "union", "auto", "auto_hint"],
     )
     parser.add_argument("--form", choices=["sparse", "dense"], default="sparse")
     parser.add_argument("--out", choices=["sparse", "dense"], default="sparse")
@@ -110,19 +142,19 @@ def main() -> None:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     for n in args.n:
-        # Baseline: a plain int64 Allreduce of a vector that is already dense, dense out.
-        dense_acc = np.ones(n, dtype=np.int64)
-        base, _ = time_method(comm, dense_acc, n, "dense", None, args, "dense")
+        # Baseline: a bare int64 Allreduce into a reused buffer; timed again after the rest
+        # (a line of its own) to show how much the machine's load drifted meanwhile.
+        base = time_plain_allreduce(comm, n, args)
         for support in args.support:
             for density in args.density:
                 acc, shared = make_input(n, density, support, args.form, rank, args.seed)
-                same_io = None
-                for method in ["dense"] + [m for m in args.methods if m != "dense"]:
-                    if method == "shared" and shared is None:
-                        continue
-                    latency, info = time_method(comm, acc, n, method, shared, args, args.out)
-                    if method == "dense":
-                        same_io = latency  # the dense method with this input and output form
+                methods = ["dense"] + [m for m in args.methods if m != "dense"]
+                if shared is None:
+                    methods = [m for m in methods if m != "shared"]
+                timed = time_methods(comm, acc, n, methods, shared, args, density * size)
+                same_io = timed["dense"][0]  # the dense method with this input and output
+                for method in methods:
+                    latency, info = timed[method]
                     if rank == 0:
                         row = {
                             "bench": "sparse_reduce",
@@ -141,11 +173,17 @@ def main() -> None:
                             "dense_same_io_s": same_io,
                             "speedup_same_io": same_io / latency,
                             "host": platform.node(),
+                            "cpus": os.cpu_count(),
+                            "loadavg_1min": os.getloadavg()[0],  # the machine may be shared
                             **info,
                         }
-                        row.pop("mpi_bytes_rank0")
                         print(json.dumps(row), flush=True)
                 del acc
+        after = time_plain_allreduce(comm, n, args)
+        if rank == 0:
+            row = {"bench": "sparse_reduce", "ranks": size, "n": n, "method": "plain_allreduce"}
+            row |= {"median_s_before": base, "median_s_after": after}
+            print(json.dumps(row | {"loadavg_1min": os.getloadavg()[0]}), flush=True)
 
 
 if __name__ == "__main__":

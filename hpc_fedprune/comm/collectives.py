@@ -39,6 +39,7 @@ import numpy as np
 from mpi4py import MPI
 
 from . import sparse
+from .bitpack import bitmap_to_indices, indices_to_bitmap
 from .broadcast import BroadcastStats, broadcast_model
 from .sparse import SparseVec
 
@@ -56,17 +57,25 @@ __all__ = [
 METHODS = ("auto", "dense", "shared", "op", "gatherv", "split", "union")
 
 # Crossovers measured with benchmarks/sparse_reduce.py (see benchmarks/README.md). "Dense
-# I/O" means some rank passes a dense accumulator or the caller wants a dense result: the
-# O(n) conversions to and from sparse form then cost a sparse method part of its lead.
+# I/O" means the caller wants a dense result or (when auto counts the nnz) some rank passes
+# a dense accumulator: O(n) conversions to and from sparse form then eat part of a sparse
+# method's lead.
 # Below this many entries the extra nnz round trip of a sparse method costs more than it saves.
 SMALL_N = 32_768
 # Random supports (d = sum of the ranks' nnz / n, an upper bound on the union's density):
-# 'gatherv' (2 collectives, every receiver merges everything) while d <= GATHERV_MAX_DENSITY,
-# 'split' (4 collectives, merge work shared) while d <= SPARSE_MAX_DENSITY, then 'dense'.
-GATHERV_MAX_DENSITY = 0.01
-SPARSE_MAX_DENSITY = {"sparse_io": 0.10, "dense_io": 0.03}
+# 'dense' above SPARSE_MAX_DENSITY; below it 'gatherv' (2 collectives, but every receiver
+# merges all entries) while the sum of nnz is at most GATHERV_MAX_ENTRIES, else 'split'
+# (4 collectives, the merge work shared out by index range).
+# With dense I/O below LARGE_N entries, the dense Allreduce is cheap (the vector stays in
+# cache, no page faults) and the crossover comes earlier.
+SPARSE_MAX_DENSITY = {"sparse_io": 0.15, "dense_io": 0.05, "dense_io_small_n": 0.02}
+LARGE_N = 1 << 22
+GATHERV_MAX_ENTRIES = 131_072
 # Shared support of K positions: reducing K words beats n words up to this K / n.
 SHARED_MAX_DENSITY = {"sparse_io": 0.50, "dense_io": 0.25}
+# auto estimates the density of a large dense accumulator from every 61st entry (a prime, so
+# that no tensor layout aliases with it): about 1/8 of the cache lines instead of all.
+SAMPLE_STRIDE = 61
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,8 @@ class ReduceStats:
     bytes_sent, bytes_recv : int
         Payload this rank handed to MPI / got from MPI (see the module docstring).
     nnz_sum : int
-        Sum of the ranks' non-zero counts (an upper bound on the union); -1 if not gathered.
+        Sum of the ranks' non-zero counts (an upper bound on the union); -1 where they were
+        not counted exactly (the dense and shared methods need no counts).
     seconds : float
         Wall time of the call on this rank.
     packed_bytes : int
@@ -124,7 +134,7 @@ class _Tally:
             self.sent += nbytes
 
     def gather(self, counts: Sequence[int], root: int | None) -> None:
-        """Gatherv to ``root`` of per-rank byte ``counts``; ``root=None``: Allgatherv."""
+        """Gather(v) to ``root`` of per-rank byte ``counts``; ``root=None``: to every rank."""
         mine = int(counts[self.rank])
         others = int(sum(counts)) - mine
         if root is None:
@@ -172,6 +182,18 @@ class _Input:
         if self._sparse is None:
             self._sparse = sparse.from_dense(self._dense)
         return self._sparse
+
+    def nnz_estimate(self) -> int:
+        """The nnz, or for a large dense input an estimate from a strided sample.
+
+        Counting every entry of a dense accumulator costs a full pass over 8n bytes (about
+        4 ms at n = 11M, near 10% of a dense Allreduce); ``auto`` only needs the density to
+        choose, and a sparse method counts exactly afterwards.
+        """
+        if self._nnz is not None or not self.is_dense or self.n < SAMPLE_STRIDE * 1024:
+            return self.nnz
+        sample = self._dense[::SAMPLE_STRIDE]
+        return int(round(np.count_nonzero(sample) * self.n / sample.size))
 
     @property
     def nnz(self) -> int:
@@ -233,7 +255,7 @@ def choose_method(
     shared_k : int or None
         Size of the shared support, when there is one.
     dense_io : bool
-        Some rank passes a dense accumulator, or the result is wanted dense.
+        The result is wanted dense, or some rank passes a dense accumulator.
 
     Returns
     -------
@@ -241,49 +263,56 @@ def choose_method(
         'dense', 'shared', 'gatherv', 'split', or 'nnz' (gather the counts first, then
         ask again with ``nnz_sum``).
     """
-    io = "dense_io" if dense_io else "sparse_io"
+    io = "sparse_io"
+    if dense_io:
+        io = "dense_io" if n >= LARGE_N else "dense_io_small_n"
     if n < SMALL_N:
         return "dense"
     if shared_k is not None:
-        return "shared" if shared_k <= SHARED_MAX_DENSITY[io] * n else "dense"
+        limit = SHARED_MAX_DENSITY["dense_io" if dense_io else "sparse_io"]
+        return "shared" if shared_k <= limit * n else "dense"
     if nnz_sum is None:
         return "nnz"
-    density = nnz_sum / n
-    if density <= GATHERV_MAX_DENSITY:
-        return "gatherv"
-    if density <= SPARSE_MAX_DENSITY[io]:
-        return "split"
-    return "dense"
+    if nnz_sum > SPARSE_MAX_DENSITY[io] * n:
+        return "dense"
+    return "gatherv" if nnz_sum <= GATHERV_MAX_ENTRIES else "split"
 
 
-def _gather_counts(comm: MPI.Comm, inp: _Input, tally: _Tally) -> np.ndarray:
-    """(size, 2) int64: every rank's nnz and whether its accumulator is dense."""
+def _gather_counts(comm: MPI.Comm, inp: _Input, tally: _Tally, *, exact: bool = True) -> np.ndarray:
+    """(size, 2) int64: every rank's nnz (or estimate) and whether its input is dense."""
     size = comm.Get_size()
     counts = np.empty((size, 2), dtype=np.int64)
-    comm.Allgather(np.array([inp.nnz, inp.is_dense], dtype=np.int64), counts)
+    # The methods that need exact counts convert to sparse anyway: count once, there.
+    nnz = int(inp.sparse.indices.size) if exact else inp.nnz_estimate()
+    comm.Allgather(np.array([nnz, inp.is_dense], dtype=np.int64), counts)
     tally.gather([16] * size, None)
     return counts
 
 
 def _auto(
-    comm: MPI.Comm, inp: _Input, support: np.ndarray | None, out: str, tally: _Tally
+    comm: MPI.Comm,
+    inp: _Input,
+    support: np.ndarray | None,
+    out: str,
+    density_hint: float | None,
+    tally: _Tally,
 ) -> tuple[str, np.ndarray | None]:
     """The method ``auto`` picks (the same on every rank) and, if gathered, the counts."""
     if inp.n < SMALL_N:
         return "dense", None
     if support is not None:
-        dense_io = out == "dense"
-        if not dense_io:
-            flag = np.array([inp.is_dense], dtype=np.int64)
-            any_dense = np.empty_like(flag)
-            comm.Allreduce(flag, any_dense, op=MPI.MAX)
-            tally.allreduce(flag.nbytes)
-            dense_io = bool(any_dense[0])
-        return choose_method(inp.n, shared_k=int(support.size), dense_io=dense_io), None
-    counts = _gather_counts(comm, inp, tally)
-    dense_io = out == "dense" or bool(counts[:, 1].any())
-    chosen = choose_method(inp.n, nnz_sum=int(counts[:, 0].sum()), dense_io=dense_io)
-    return chosen, counts
+        # Decided from n, K and out alone: no communication before the reduction itself.
+        return choose_method(inp.n, shared_k=int(support.size), dense_io=out == "dense"), None
+    if density_hint is not None:
+        nnz_sum = int(round(density_hint * inp.n))
+        return choose_method(inp.n, nnz_sum=nnz_sum, dense_io=out == "dense"), None
+    counts = _gather_counts(comm, inp, tally, exact=False)
+    any_dense = bool(counts[:, 1].any())
+    chosen = choose_method(
+        inp.n, nnz_sum=int(counts[:, 0].sum()), dense_io=out == "dense" or any_dense
+    )
+    # Estimated counts (dense inputs) choose a method but cannot size buffers.
+    return chosen, None if any_dense else counts
 
 
 # --------------------------------------------------------------------------- methods
@@ -412,10 +441,17 @@ def _gather_blocks(
     sizes = np.array([_block_bytes(int(c)) for c in counts], dtype=np.int64)
     displs = _displacements(sizes)
     if to_all:
-        recv = np.empty(int(sizes.sum()), dtype=np.uint8)
-        comm.Allgatherv([block, MPI.BYTE], [recv, sizes, displs, MPI.BYTE])
-        tally.gather(sizes.tolist(), None)
-        return recv
+        # Not Allgatherv: MPICH 5's Allgatherv took 0.2-1 s for 1-5 MB blocks on 3-4 ranks
+        # where Allgather of the same bytes took 5-25 ms (measured, see benchmarks/README).
+        # Every block is padded to the largest one and the padding squeezed out afterwards.
+        width = int(sizes.max())
+        padded = np.zeros(width, dtype=np.uint8)
+        padded[: block.size] = block
+        table = np.empty(width * sizes.size, dtype=np.uint8)
+        comm.Allgather([padded, MPI.BYTE], [table, MPI.BYTE])
+        tally.gather([width] * sizes.size, None)
+        table = table.reshape(sizes.size, width)
+        return np.concatenate([table[q, : sizes[q]] for q in range(sizes.size)])
     is_root = comm.Get_rank() == root
     recv = np.empty(int(sizes.sum()), dtype=np.uint8) if is_root else None
     spec = [recv, sizes, displs, MPI.BYTE] if is_root else None
@@ -478,8 +514,6 @@ def _split(comm, inp: _Input, root, to_all, tally) -> SparseVec | None:
 
 
 def _union(comm, inp: _Input, root, to_all, tally) -> SparseVec | None:
-    from .bitpack import bitmap_to_indices, indices_to_bitmap
-
     vec = inp.sparse
     bitmap = indices_to_bitmap(vec.indices, inp.n)
     union_bits = np.empty_like(bitmap)
@@ -506,6 +540,7 @@ def reduce_sum(
     shared_support: np.ndarray | None = None,
     out: str = "dense",
     dense_out: np.ndarray | None = None,
+    density_hint: float | None = None,
 ) -> tuple[np.ndarray | SparseVec | None, ReduceStats]:
     """Exact global sum of every rank's int64 accumulator.
 
@@ -528,13 +563,22 @@ def reduce_sum(
         Every rank receives the sum.
     shared_support : numpy.ndarray, optional
         The support every rank works under (bool mask of length ``n`` or sorted indices;
-        indices keep the call O(K)); enables 'shared'. Non-zeros outside it raise ValueError.
+        indices keep the call O(K)); enables 'shared'. Where 'shared' runs (and on one
+        rank), a non-zero outside it raises ValueError.
     out : {'dense', 'sparse'}
         Dense int64 vector, or a :class:`SparseVec` of the non-zero sums only.
     dense_out : numpy.ndarray, optional
-        int64 buffer of length ``n`` that receives a dense result (overwritten, returned).
+        int64 buffer of length ``n`` that receives a dense result on the ranks that get one
+        (overwritten, and returned as the result).
         Reusing one across rounds saves the page faults of a fresh ``8n``-byte allocation,
         which dominate a sparse method's time at large ``n`` (tens of ms at n = 11M).
+    density_hint : float, optional
+        The expected sum of the ranks' nnz divided by ``n``, the same on every rank: from the
+        previous round's ``stats.nnz_sum / n``, or from the algorithm (``c`` clients per rank
+        uploading random supports of density ``d``: about ``size * (1 - (1 - d) ** c)``).
+        ``auto`` then chooses without its counting round (a 16-byte Allgather, which costs
+        one or more scheduler time slices when ranks share cores); a wrong hint costs time,
+        never correctness, and a sparse method still counts exactly.
 
     Returns
     -------
@@ -570,7 +614,7 @@ def reduce_sum(
 
     chosen, counts = method, None
     if method == "auto":
-        chosen, counts = _auto(comm, inp, support, out, tally)
+        chosen, counts = _auto(comm, inp, support, out, density_hint, tally)
     if counts is None and chosen in ("op", "gatherv"):
         counts = _gather_counts(comm, inp, tally)
     nnz_sum = -1 if counts is None else int(counts[:, 0].sum())

@@ -142,21 +142,45 @@ def check_auto_choices() -> None:
         assert SIZE == 1 or stats.method == expected_method, (io, stats.method, expected_method)
         checks += 1
 
+    # At this small n the default GATHERV_MAX_ENTRIES would always pick gatherv: lower it
+    # (identically on every rank) so that the split branch is exercised too.
+    saved = collectives.GATHERV_MAX_ENTRIES
+    collectives.GATHERV_MAX_ENTRIES = 1000
     for io, cases in (
         ("sparse", ((0.001, "gatherv"), (0.05, "split"), (0.5, "dense"))),
-        ("dense", ((0.001, "gatherv"), (0.02, "split"), (0.05, "dense"))),
-        ("mixed", ((0.05, "dense"),)),
+        ("dense", ((0.001, "gatherv"), (0.012, "split"), (0.1, "dense"))),
+        ("mixed", ((0.1, "dense"),)),
     ):
         for density, expected_method in cases:
             run(contributions(99, n, density / SIZE), expected_method, io=io)
+    collectives.GATHERV_MAX_ENTRIES = saved
     for io, cases in (
         ("sparse", ((0.1, "shared"), (0.4, "shared"), (0.9, "dense"))),
         ("dense", ((0.1, "shared"), (0.4, "dense"))),
-        ("mixed", ((0.4, "dense"),)),
+        ("mixed", ((0.4, "shared"),)),  # shared: decided from n, K and out alone
     ):
         for share, expected_method in cases:
             support = np.arange(0, int(share * n))
             run(contributions(98, n, 0.5, support=support), expected_method, io=io, shared=support)
+
+
+def check_density_hint() -> None:
+    """With a density hint, auto skips its counting round: dense moves exactly 8n each way."""
+    global checks
+    n = 200_000
+    parts = contributions(97, n, 0.3)
+    want = np.sum(np.stack(parts), axis=0)
+    result, stats = collectives.reduce_sum(COMM, parts[RANK], to_all=True, density_hint=0.9)
+    assert np.array_equal(result, want)
+    if SIZE > 1:
+        assert stats.method == "dense" and stats.bytes_sent == stats.bytes_recv == 8 * n, stats
+    idx = np.flatnonzero(parts[RANK])
+    result, stats = collectives.reduce_sum(
+        COMM, (idx, parts[RANK][idx]), n=n, to_all=True, density_hint=0.001, out="sparse"
+    )
+    assert np.array_equal(sparse.to_dense(result, n), want)  # a wrong hint costs time only
+    assert SIZE == 1 or stats.method == "gatherv", stats
+    checks += 2
 
 
 def check_bad_input() -> None:
@@ -235,6 +259,7 @@ def main() -> int:
         check_reduce(name, parts, shared_support)
     check_op_whole_buffer()
     check_auto_choices()
+    check_density_hint()
     check_bad_input()
     check_broadcast()
     total = COMM.allreduce(checks)
