@@ -291,7 +291,7 @@ class CommConfig:
     reduce: str = option(
         "auto",
         "how ranks sum client updates",
-        choices=("auto", "dense", "op", "gatherv", "union"),
+        choices=("auto", "dense", "shared", "op", "gatherv", "split", "union"),
     )
     value_dtype: str = option(
         "float32",

@@ -57,7 +57,7 @@ def sparsity(model: GlobalModel, prunable: torch.Tensor) -> float:
 def reduce_to_root(
     world: World, packed: np.ndarray, method: str, shared: np.ndarray | None
 ) -> tuple[np.ndarray | None, int]:
-    """Exact int64 sum of every rank's packed accumulator on rank 0, and this rank's bytes.
+    """Exact int64 sum of every rank's packed accumulator on rank 0, and the bytes this rank sent.
 
     ``shared``: bool support (over the packed vector) outside which every rank's sum is
     zero, so the values travel without indices.
@@ -65,13 +65,13 @@ def reduce_to_root(
     total, stats = collectives.reduce_sum(
         world.comm, packed, method=method, root=0, shared_support=shared
     )
-    return total, stats.mpi_bytes
+    return total, stats.bytes_sent
 
 
 def broadcast_model(
     world: World, model: GlobalModel | None, previous_mask, device
 ) -> tuple[GlobalModel, int]:
-    """Every rank receives rank 0's new global weights and mask; returns this rank's bytes.
+    """Every rank receives rank 0's new global weights and mask; returns the bytes this rank sent.
 
     Only the mask's changes travel when every rank holds the previous mask.
     """
@@ -85,8 +85,6 @@ def broadcast_model(
         prev_mask=prev,
     )
     if world.is_root:
-        return model, stats.bytes_sent + stats.bytes_recv
+        return model, stats.bytes_sent
     mask_t = None if mask is None else torch.from_numpy(mask).to(device)
-    return GlobalModel(
-        torch.from_numpy(weights).to(device), mask_t
-    ), stats.bytes_sent + stats.bytes_recv
+    return GlobalModel(torch.from_numpy(weights).to(device), mask_t), stats.bytes_sent
