@@ -1,6 +1,7 @@
 """Client updates per second: the simulator at 1, 2, ... ranks against a bare PyTorch loop.
 
     .venv/bin/python benchmarks/throughput.py --ranks 1 2 --rounds 6 --repeats 5
+    .venv/bin/python benchmarks/throughput.py --quick --ranks 1      # smoke run
 
 Workload, modelled on pfl-research's CIFAR-10 benchmark: generated 3x32x32 images, 1000
 clients x 50 samples (IID), 50 clients per round, 1 local epoch, batch 10, SGD lr 0.1 (no
@@ -26,6 +27,12 @@ Two clocks, because the benchmark machine may be shared:
   process CPU time per round. ``updates_per_cpu_s`` = cohort / median CPU seconds per
   round: updates per second per rank on a core of its own, busy-waiting included. Much
   less sensitive to other load; ``cpu_ratio_vs_bare`` compares it with the bare loop.
+
+Allocator (``--malloc``, default both): ``default`` glibc, or ``tuned`` with
+MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ raised, for the bare loop and the simulator
+alike. With the default, glibc returns freed training buffers to the OS and faults them in
+again (ENVIRONMENT.md, "torch on CPU"), by an amount that depends on what the process
+allocated before; ``faults_per_update`` (minor page faults per client update) shows it.
 
 Timed rounds: the first round is a warm-up and the simulator's last round also evaluates
 the model (the simulator always evaluates at the end), so with ``--rounds`` >= 3 both sides
