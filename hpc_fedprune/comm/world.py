@@ -120,11 +120,6 @@ class World:
             return bool(flag)
         return bool(self.comm.allreduce(int(bool(flag)), op=_mpi().MAX))
 
-    def allreduce_max(self, value: float) -> float:
-        if self.size == 1:
-            return value
-        return self.comm.allreduce(value, op=_mpi().MAX)
-
     def sum_int64(self, values: np.ndarray) -> np.ndarray:
         """Exact element-wise sum of int64 arrays over all ranks, result on every rank."""
         if self.size == 1:
@@ -192,15 +187,3 @@ def limit_threads(threads: int) -> int:
         threads = int(env) if env.isdigit() and int(env) > 0 else 1
     torch.set_num_threads(threads)
     return threads
-
-
-def bcast_array(
-    world: World, array: np.ndarray | None, shape: tuple[int, ...], dtype
-) -> np.ndarray:
-    """Broadcast a numpy array from rank 0 (other ranks pass None and get a new array)."""
-    if world.size == 1:
-        assert array is not None
-        return array
-    buf = np.ascontiguousarray(array) if world.is_root else np.empty(shape, dtype=dtype)
-    world.comm.Bcast(buf, root=0)
-    return buf

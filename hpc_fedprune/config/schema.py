@@ -23,6 +23,7 @@ DATASETS = (
     "hdf5",
 )
 MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
+PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
 ALGORITHMS = ("fedavg", "fedprox", "fedsparsify", "feddip", "snip", "oneshot", "random_mask")
 
 
@@ -194,7 +195,7 @@ class FedSparsifyConfig:
     prunable: str = option(
         "all_trainable",
         "prunable set preset",
-        choices=("all_trainable", "conv_linear_weights", "all_params"),
+        choices=PRESETS,
     )
 
 
@@ -238,11 +239,8 @@ class FedDIPConfig:
     prunable: str = option(
         "conv_linear_weights",
         "prunable set preset",
-        choices=("all_trainable", "conv_linear_weights", "all_params"),
+        choices=PRESETS,
     )
-
-
-PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
 
 
 @dataclass(frozen=True)

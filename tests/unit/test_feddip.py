@@ -50,16 +50,19 @@ def test_error_feedback_moves_masked_weights_seen_as_zero_in_the_forward_pass():
     seen = []
     conv = next(m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_pre_hook(lambda mod, inp: seen.append(mod.weight.detach().clone()))
-    trainer.train(
-        client=0,
-        round_index=1,
-        indices=np.arange(16),
-        start=start,
-        mask=None,
-        lr=0.1,
-        algorithm=Algorithm(config, prunable, model.trainable_mask()),
-        forward_mask=mask,
-    )
+    def train_under_forward_mask(trainer, cfg):
+        trainer.train(
+            client=0,
+            round_index=1,
+            indices=np.arange(16),
+            start=start,
+            mask=None,
+            lr=0.1,
+            algorithm=Algorithm(cfg, prunable, model.trainable_mask()),
+            forward_mask=mask,
+        )
+
+    train_under_forward_mask(trainer, config)
     conv_mask = mask[model.layout[0].slice].view_as(conv.weight)
     assert len(seen) == 3 and all(bool((w[~conv_mask] == 0).all()) for w in seen)
     pruned = ~mask
@@ -73,16 +76,7 @@ def test_error_feedback_moves_masked_weights_seen_as_zero_in_the_forward_pass():
     loss.backward()
     expected = start[: ref.num_params] - 0.1 * ref.grad[: ref.num_params]
     trainer = LocalTrainer(model, config1, "classification", x, y)
-    trainer.train(
-        client=0,
-        round_index=1,
-        indices=np.arange(16),
-        start=start,
-        mask=None,
-        lr=0.1,
-        algorithm=Algorithm(config1, prunable, model.trainable_mask()),
-        forward_mask=mask,
-    )
+    train_under_forward_mask(trainer, config1)
     torch.testing.assert_close(model.flat[: ref.num_params], expected, rtol=0, atol=1e-6)
 
 
