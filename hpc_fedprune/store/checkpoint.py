@@ -72,8 +72,21 @@ def _digest(f: h5py.File) -> str:
     h = hashlib.sha256()
     for name in sorted(names):
         h.update(name.encode())
-        h.update(np.ascontiguousarray(f[name][...]).tobytes())
+        h.update(_dataset_bytes(f[name]))
     return h.hexdigest()
+
+
+def _dataset_bytes(dataset: h5py.Dataset) -> bytes:
+    """A dataset's contents as bytes that are the same at every read.
+
+    Variable-length strings read as Python objects, whose ``tobytes`` would be pointers:
+    those are hashed by their text instead.
+    """
+    data = dataset[...]
+    if data.dtype.kind == "O":
+        items = (x if isinstance(x, bytes) else str(x).encode() for x in np.ravel(data))
+        return b"\x00".join(items)
+    return np.ascontiguousarray(data).tobytes()
 
 
 def _fsync(path: Path) -> None:
