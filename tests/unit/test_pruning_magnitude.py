@@ -130,3 +130,21 @@ def test_past_16m_elements():
     prunable = torch.ones(n, dtype=bool)
     mask = global_magnitude_mask(values, prunable, 0.9)
     assert int((~mask).sum()) == math.floor(0.9 * n)
+
+
+@pytest.mark.parametrize("order", ["random", "ascending", "descending", "constant"])
+def test_kth_smallest_matches_a_full_sort_on_any_order(order):
+    from hpc_fedprune.pruning.magnitude import kth_smallest
+
+    gen = torch.Generator().manual_seed(5)
+    values = torch.rand(20_000, generator=gen)
+    if order == "ascending":
+        values = values.sort().values
+    elif order == "descending":  # the order that makes a plain quickselect quadratic
+        values = values.sort(descending=True).values
+    elif order == "constant":
+        values = torch.full((20_000,), 0.25)
+    for k in (1, 2_000, 10_000, 20_000):
+        assert float(kth_smallest(values, k)) == float(values.sort().values[k - 1])
+    halves = values.to(torch.bfloat16)
+    assert float(kth_smallest(halves, 7)) == float(halves.float().sort().values[6])
