@@ -1,0 +1,229 @@
+"""AutoFLIP's exploration phase, run before round 1 and spread over the ranks like a round.
+
+explorers = sample(seed, fraction)                 same on every rank
+mine      = schedule(explorers, rank)              balanced by client size
+for c in mine:                                     each from its OWN copy of the start
+    base     = 1 epoch on c's data from theta0     (or the shared base, see below)
+    explored = up to `epochs` more epochs, early stopping on the last batch's loss
+    sums    += exact((explored - base)**2)         int64 fixed point, order-free
+scores = reduce(sums) / len(explorers) on rank 0   the same bits for any number of ranks
+
+The authors' code trains one shared model object, so every "explorer" continues from the
+previous one and all stored results alias the last explorer (ALGORITHMS.md s4.7 item 1);
+here every explorer starts from the common start. ``base: shared`` trains one base epoch
+(on the first explorer's data, on rank 0) and every explorer explores from that base.
+
+Early stopping watches the loss of the last mini-batch of each exploration epoch (the
+authors' choice, which needs no held-out data): an explorer stops after ``patience``
+epochs without a new lowest value and keeps its final weights. The explorer's Adam (or
+SGD) state runs on from its base epoch into the exploration.
+
+Cost, reported in the run file: client epochs (base epochs included) and the simulated
+traffic, measured with the communication encodings: an explorer downloads its start
+(theta0, or the shared base) and uploads its displacement ``explored - base`` over the
+prunable set (dense there); with a shared base the first explorer also downloads theta0
+and uploads the base.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..algorithms.base import GlobalModel
+from ..comm.encodings import plan_from_counts
+from ..comm.world import World
+from ..config import Config
+from ..models import set_dropout_generator
+from ..rng import Stream, numpy_rng, torch_generator
+from . import accounting
+from .accumulate import ExactAccumulator
+from .cohort import schedule_cohort
+from .train import LocalTrainer
+
+# Fractional bits of the displacement sums: squared displacements are small (Adam moves a
+# weight by about lr per step), so 48 bits resolve 3.6e-15 and still hold sums up to 2**14.
+EXPLORE_BITS = 48
+
+
+@dataclass
+class Exploration:
+    """The outcome of the exploration phase.
+
+    Attributes
+    ----------
+    clients : numpy.ndarray
+        The explorers' ids, sorted.
+    epochs : numpy.ndarray
+        Exploration epochs each explorer ran after its base epoch (same order).
+    scores : torch.Tensor or None
+        Rank 0: mean over explorers of the squared displacement from the base, float64
+        over the flat model, zero off the prunable set. None on the other ranks.
+    client_epochs : int
+        Epochs trained by all explorers together, base epochs included.
+    bytes_up, bytes_down : int
+        Simulated client traffic of the phase.
+    """
+
+    clients: np.ndarray
+    epochs: np.ndarray
+    scores: torch.Tensor | None
+    client_epochs: int
+    bytes_up: int
+    bytes_down: int
+
+
+def choose_explorers(seed: int, num_clients: int, fraction: float) -> np.ndarray:
+    """``max(1, round(fraction * K))`` clients drawn from ``(seed, EXPLORE, 0)``, sorted."""
+    count = min(num_clients, max(1, math.floor(fraction * num_clients + 0.5)))
+    if count >= num_clients:
+        return np.arange(num_clients, dtype=np.int64)
+    rng = numpy_rng(seed, Stream.EXPLORE, 0)
+    return np.sort(rng.choice(num_clients, size=count, replace=False)).astype(np.int64)
+
+
+class Explorer:
+    """Epoch-wise training of one client on the rank's model, with early stopping.
+
+    Uses the `LocalTrainer`'s model, flat parameter and optimiser (dense: no mask), with
+    its own batch order and dropout streams keyed by ``(seed, EXPLORE, stage, client)``.
+    """
+
+    def __init__(self, trainer: LocalTrainer, config: Config) -> None:
+        self.trainer = trainer
+        self.config = config
+
+    def begin(self, client: int, stage: int, start: torch.Tensor) -> None:
+        """Load ``start``, clear the optimiser and key the client's random streams."""
+        tr, seed = self.trainer, self.config.runtime.seed
+        tr.model.load_(start)
+        tr.optimizer.state.clear()
+        for group in tr.optimizer.param_groups:
+            group["lr"] = self.config.training.lr
+        self.rng = numpy_rng(seed, Stream.EXPLORE, stage, client)
+        if tr.has_dropout:
+            gen = torch_generator(seed, Stream.EXPLORE, stage, client, device=tr.x.device)
+            set_dropout_generator(tr.model.module, gen)
+
+    def epoch(self, indices: np.ndarray) -> float:
+        """One epoch over ``indices`` in a keyed order; returns the last batch's loss."""
+        tr, t = self.trainer, self.config.training
+        fm = tr.model
+        n = len(indices)
+        batch = min(t.batch_size, n)
+        stop = n - (n % batch) if (t.drop_last and n >= batch) else n
+        order = torch.as_tensor(self.rng.permutation(n), device=tr.x.device)
+        shuffled = torch.as_tensor(indices, device=tr.x.device)[order]
+        fm.module.train()
+        loss = None
+        for lo in range(0, stop, batch):
+            sel = shuffled[lo : lo + batch]
+            fm.zero_grad()
+            loss = tr.loss_fn(fm.module(tr.x[sel]), tr.y[sel])
+            loss.backward()
+            tr.optimizer.step()
+        return float("nan") if loss is None else float(loss.detach())
+
+    def explore(self, indices: np.ndarray, epochs: int, patience: int) -> int:
+        """Up to ``epochs`` epochs, stopping after ``patience`` without a new lowest loss."""
+        best, waited = math.inf, 0
+        for done in range(1, epochs + 1):
+            loss = self.epoch(indices)
+            if loss < best:
+                best, waited = loss, 0
+            else:
+                waited += 1
+                if waited >= patience:
+                    return done
+        return epochs
+
+
+def _bytes(values: torch.Tensor, value_dtype: str) -> int:
+    """Encoded size of ``values`` sent as they are (the smallest encoding)."""
+    nnz = int(torch.count_nonzero(values))
+    return plan_from_counts(values.numel(), nnz, value_dtype=value_dtype).total_bytes
+
+
+def run_exploration(
+    config: Config, world: World, setup, trainer: LocalTrainer, start: torch.Tensor
+) -> Exploration:
+    """Run the exploration phase on every rank (collective); scores land on rank 0.
+
+    Parameters
+    ----------
+    config : Config
+        The run config (``algorithm.autoflip`` section).
+    world : World
+    setup : Setup
+        The run's built pieces (client partitions and sizes).
+    trainer : LocalTrainer
+        The rank's trainer; its model is left holding the last explorer's weights.
+    start : torch.Tensor
+        The common start theta0 (flat float32); not modified.
+    """
+    cfg = config.algorithm.autoflip
+    wire = config.comm.value_dtype
+    explorers = choose_explorers(
+        config.runtime.seed, config.partition.num_clients, cfg.explorer_fraction
+    )
+    explorer = Explorer(trainer, config)
+    numel = start.numel()
+    prunable = setup.algorithm.prunable
+    base_epochs, up, down = 0, 0, 0
+    shared = None
+    if cfg.base == "shared":
+        first = int(explorers[0])
+        base = None
+        if world.is_root:
+            explorer.begin(first, 2, start)
+            explorer.epoch(setup.train_parts[first])
+            base = GlobalModel(trainer.model.flat.detach().clone())
+        shared = accounting.broadcast_model(world, base, None, setup.device)[0].weights
+        base_epochs = 1
+        down += _bytes(start, wire)
+        up += _bytes(shared, wire)
+    sums = ExactAccumulator({"score": EXPLORE_BITS}, numel, len(explorers), setup.device)
+    records = []
+    for client in schedule_cohort(explorers, setup.sizes, world.size)[world.rank].tolist():
+        indices = setup.train_parts[client]
+        explorer.begin(client, 1, start if shared is None else shared)
+        if shared is None:
+            explorer.epoch(indices)  # the explorer's own base epoch from theta0
+        base = trainer.model.flat.detach().clone() if shared is None else shared
+        epochs = explorer.explore(indices, cfg.epochs, cfg.patience)
+        # Only the prunable set is scored and sent (buffers such as BatchNorm statistics
+        # may move far and are never pruned).
+        moved = (trainer.model.flat.detach() - base).mul_(prunable)
+        accounting.round_to_wire_(moved, wire)
+        sums.add({"score": moved.double().square()})
+        records.append((client, epochs, _bytes(moved, wire)))
+    total, _ = accounting.reduce_to_root(world, sums.packed(), config.comm.reduce, None)
+    gathered = world.gather_objects(records)
+    if not world.is_root:
+        return Exploration(explorers, np.zeros(0, np.int64), None, 0, 0, 0)
+    rows = sorted(r for part in gathered for r in part)
+    epochs = np.array([e for _, e, _ in rows], dtype=np.int64)
+    per_explorer_base = 0 if shared is not None else len(rows)
+    down += len(rows) * _bytes(start if shared is None else shared, wire)
+    scores = sums.unpack(total, setup.device)["score"] / len(explorers)
+    return Exploration(
+        clients=explorers,
+        epochs=epochs,
+        scores=scores,
+        client_epochs=int(epochs.sum()) + per_explorer_base + base_epochs,
+        bytes_up=up + sum(b for _, _, b in rows),
+        bytes_down=down,
+    )
+
+
+def include_cost(metrics: dict[str, float]) -> None:
+    """Add a row's exploration traffic to its ``bytes_up`` / ``bytes_down`` (in place).
+
+    The phase's cost is reported with round 1 (``exploration_*`` columns, zero in later
+    rounds), so every total over ``/metrics`` includes it.
+    """
+    metrics["bytes_up"] += metrics.get("exploration_bytes_up", 0.0)
+    metrics["bytes_down"] += metrics.get("exploration_bytes_down", 0.0)
