@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py --ranks 1 2 --rounds 6 --repeats 5
     .venv/bin/python benchmarks/throughput.py --quick --ranks 1      # smoke run
+    .venv/bin/python benchmarks/throughput.py --ranks 1 --cohort 128 --group-sizes 1 8 32 128
 
 Workload, modelled on pfl-research's CIFAR-10 benchmark: generated 3x32x32 images, 1000
 clients x 50 samples (IID), 50 clients per round, 1 local epoch, batch 10, SGD lr 0.1 (no
@@ -14,6 +15,12 @@ momentum), the small CNN (conv 32@3x3, pool, conv 64@3x3, pool, FC 64, FC 10).
   and size of batches (index slices of one tensor holding all the images), then
   ``acc += weight * (local - global)`` in float32 and ``global += acc`` after the round.
   It is the floor for the simulator's overhead.
+- ``--group-sizes``: the simulator once per ``training.group_size`` (1 = one client at a
+  time; G > 1 trains G clients per batched step, `hpc_fedprune.sim.grouped`); each row
+  carries its ``group_size`` (None for the bare loop).
+
+Memory: ``peak_rss_mb`` is the largest peak resident set (VmHWM) of one rank process, read
+with the CPU samples, and the bare loop's ``ru_maxrss``.
 
 Two clocks, because the benchmark machine may be shared:
 
@@ -60,7 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 KEYS = ("bench", "kind", "malloc", "ranks", "repeat", "clients", "cohort", "samples_per_client",
         "batch_size", "rounds", "timed_rounds", "round_s_median", "updates_per_s",
         "updates_per_s_per_rank", "ratio_vs_bare", "cpu_round_s_median", "updates_per_cpu_s",
-        "cpu_ratio_vs_bare", "faults_per_update")
+        "cpu_ratio_vs_bare", "faults_per_update", "group_size", "peak_rss_mb")
 
 
 # ------------------------------------------------------------------ the bare loop (torch only)
@@ -115,7 +122,11 @@ def bare_worker(args) -> None:
         round_s.append(time.perf_counter() - t0)
         cpu_s.append(time.process_time() - c0)
         faults.append(minor_faults() - f0)
-    print(json.dumps({"round_s": round_s, "cpu_s": cpu_s, "faults": faults}), flush=True)
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    print(json.dumps({"round_s": round_s, "cpu_s": cpu_s, "faults": faults, "peak_rss_mb": peak}),
+          flush=True)
 
 
 def minor_faults() -> int:
@@ -194,11 +205,12 @@ def run_bare(args, malloc: str) -> tuple[list[float], list[float], list[int]]:
     if proc.returncode != 0:
         raise SystemExit(f"bare loop failed:\n{proc.stdout}\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result["round_s"], result["cpu_s"], result["faults"]
+    return result["round_s"], result["cpu_s"], result["faults"], result["peak_rss_mb"]
 
 
-def simulator_overrides(args) -> list[str]:
+def simulator_overrides(args, group_size: int = 1) -> list[str]:
     return [
+        f"training.group_size={group_size}",
         "data.name=synthetic", "data.shape=[3,32,32]", "data.num_classes=10",
         f"data.num_train={args.clients * args.samples}", f"data.num_test={args.num_test}",
         "partition.scheme=iid", f"partition.num_clients={args.clients}",
@@ -212,7 +224,7 @@ def simulator_overrides(args) -> list[str]:
     ]
 
 
-def run_simulator(args, ranks: int, out: Path, malloc: str):
+def run_simulator(args, ranks: int, out: Path, malloc: str, group_size: int = 1):
     """Per-round wall_s, CPU seconds and minor page faults (all ranks), and the loop time.
 
     CPU time is sampled whenever rank 0 appends a round to metrics.jsonl, so a round's CPU
@@ -221,11 +233,12 @@ def run_simulator(args, ranks: int, out: Path, malloc: str):
     """
     mpiexec = Path(sys.executable).with_name("mpiexec")
     cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "hpc_fedprune", "run",
-           "--out", str(out), *simulator_overrides(args)]
+           "--out", str(out), *simulator_overrides(args, group_size)]
     log = out.with_name(out.name + ".log")
     metrics = out / "metrics.jsonl"
     boundaries: list[tuple[float, int] | None] = []  # (CPU s, faults) at each round's end
     pids: list[int] | None = None
+    peak_mb: float | None = None
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(malloc),
                                 cwd=REPO)
@@ -245,6 +258,7 @@ def run_simulator(args, ranks: int, out: Path, malloc: str):
             if pids is None and sys.platform.startswith("linux"):
                 pids = python_descendants(proc.pid)
             sample = cpu_and_faults(pids) if pids else None
+            peak_mb = max(filter(None, [peak_mb, peak_rss_mb(pids or [])]), default=None)
             boundaries += [None] * (lines - len(boundaries) - 1) + [sample]
     if proc.returncode != 0:
         raise SystemExit(f"simulator failed on {ranks} rank(s):\n{log.read_text()}")
@@ -262,7 +276,20 @@ def run_simulator(args, ranks: int, out: Path, malloc: str):
             loop_s = float(f.attrs["wall_s"])
     except Exception:  # noqa: BLE001 - the cross-check is optional
         pass
-    return round_s, cpu_s, faults, loop_s
+    return round_s, cpu_s, faults, loop_s, peak_mb
+
+
+def peak_rss_mb(pids: list[int]) -> float | None:
+    """The largest peak resident set size (VmHWM) among ``pids``, in MiB."""
+    peaks = []
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except (OSError, ValueError, IndexError):
+            continue
+    return max(peaks) if peaks else None
 
 
 def timed(values: list) -> list:
@@ -271,8 +298,8 @@ def timed(values: list) -> list:
     return [v for v in kept if v is not None]
 
 
-def record(args, kind: str, ranks: int, repeat, round_s, cpu_s, faults, bare: dict | None,
-           **extra) -> dict:
+def record(args, kind: str, ranks: int, repeat, round_s, cpu_s, faults, peak_mb,
+           bare: dict | None, **extra) -> dict:
     t = timed(round_s)
     med = statistics.median(t)
     ups = args.cohort / med
@@ -294,7 +321,7 @@ def record(args, kind: str, ranks: int, repeat, round_s, cpu_s, faults, bare: di
         "cpu_round_s_median": cpu_med, "updates_per_cpu_s": cpu_ups,
         "cpu_ratio_vs_bare": cpu_ratio,
         "faults_per_update": median_or_none(timed(faults)) / args.cohort if timed(faults) else None,
-        "round_s": round_s, "cpu_s": cpu_s, **extra,
+        "round_s": round_s, "cpu_s": cpu_s, "peak_rss_mb": peak_mb, **extra,
     }
 
 
@@ -322,6 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--malloc", nargs="+", choices=("default", "tuned"), default=None,
                         help="glibc allocator settings for both sides: default, and/or tuned "
                              "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised); default both")
+    parser.add_argument("--group-sizes", type=int, nargs="+", default=[1],
+                        help="simulator training.group_size values (default 1)")
     parser.add_argument("--keep", help="keep the simulator's run directories under this folder")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny smoke run: 8 clients x 10 samples, cohort 4, 1 round, "
@@ -345,26 +374,28 @@ def main(argv: list[str] | None = None) -> None:
     base.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": os.cpu_count(), "machine": platform.machine(),
                "python": platform.python_version()}
-    results: dict[tuple[str, str, int], list[dict]] = {}
+    results: dict[tuple[str, str, int, int | None], list[dict]] = {}
     try:
         for rep in range(args.repeats):
             for malloc in args.malloc:
                 bare = record(args, "bare", 1, rep, *run_bare(args, malloc), None,
-                              malloc=malloc, load_avg_1m=load_average(), **machine)
+                              malloc=malloc, load_avg_1m=load_average(), group_size=None,
+                              **machine)
                 emit(bare)
-                results.setdefault(("bare", malloc, 1), []).append(bare)
+                results.setdefault(("bare", malloc, 1, None), []).append(bare)
                 for ranks in args.ranks:
-                    out = base / f"sim-{malloc}-n{ranks}-r{rep}-{int(time.time() * 1000)}"
-                    round_s, cpu_s, faults, loop_s = run_simulator(args, ranks, out, malloc)
-                    row = record(args, "simulator", ranks, rep, round_s, cpu_s, faults, bare,
-                                 malloc=malloc, load_avg_1m=load_average(), loop_s=loop_s,
-                                 rounds_s_sum=sum(round_s), **machine)
-                    emit(row)
-                    results.setdefault(("simulator", malloc, ranks), []).append(row)
+                    for g in args.group_sizes:
+                        out = base / f"sim-{malloc}-n{ranks}-g{g}-r{rep}-{int(time.time() * 1e3)}"
+                        *timings, loop_s, peak = run_simulator(args, ranks, out, malloc, g)
+                        row = record(args, "simulator", ranks, rep, *timings, peak, bare,
+                                     malloc=malloc, load_avg_1m=load_average(), loop_s=loop_s,
+                                     rounds_s_sum=sum(timings[0]), group_size=g, **machine)
+                        emit(row)
+                        results.setdefault(("simulator", malloc, ranks, g), []).append(row)
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    for (kind, malloc, ranks), rows in results.items():
+    for (kind, malloc, ranks, group_size), rows in results.items():
         ups = statistics.median(r["updates_per_s"] for r in rows)
         emit({
             "bench": "throughput", "kind": f"{kind}_summary", "malloc": malloc, "ranks": ranks,
@@ -378,6 +409,8 @@ def main(argv: list[str] | None = None) -> None:
             "updates_per_cpu_s": median_or_none(r["updates_per_cpu_s"] for r in rows),
             "cpu_ratio_vs_bare": median_or_none(r["cpu_ratio_vs_bare"] for r in rows),
             "faults_per_update": median_or_none(r["faults_per_update"] for r in rows),
+            "group_size": group_size,
+            "peak_rss_mb": median_or_none(r["peak_rss_mb"] for r in rows),
             "repeats": len(rows), **machine,
         })
 

@@ -1,4 +1,4 @@
-"""The command line: ``run`` (default), ``config show|keys``, ``analyze``, ``compare``.
+"""The command line: ``run`` (default), ``config show|keys``, ``analyze``, ``compare``, ``privacy``.
 
 Exit status: 0 success, 2 bad input (config, files, arguments), 1 internal failure.
 Under MPI an input error is reported once, by rank 0, and every rank exits with 2; an
@@ -72,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("runs", nargs="+", help="run directories or run.h5 files")
     compare.add_argument("--out", help="output folder (default: ./compare)")
+
+    privacy = sub.add_parser(
+        "privacy",
+        help="membership-inference attacks on a finished run's saved model",
+        description="Attack the final model of a run made with privacy.enabled (no retraining).",
+    )
+    privacy.add_argument("run", help="run directory or its run.h5")
+    privacy.add_argument("--out", help="HDF5 file for the /privacy rows (default: RUN/privacy.h5)")
+    privacy.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="privacy.key=value",
+        help="attack-setting overrides (before --out)",
+    )
     return parser
 
 
@@ -89,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             args = build_parser().parse_args(["run"])
         return command_run(args)
+    if args.command == "privacy":
+        return command_run(args, body=_privacy)
     try:
         if args.command == "config":
             return command_config(args)
@@ -131,14 +147,14 @@ def default_out_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{stamp}"
 
 
-def command_run(args) -> int:
-    """Run an experiment on every rank of MPI.COMM_WORLD."""
+def command_run(args, body=None) -> int:
+    """Run an experiment (or another collective ``body``) on every rank of MPI.COMM_WORLD."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
     from .comm.world import World
 
     world = World.from_mpi()
     try:
-        code = _run(args, world)
+        code = (body or _run)(args, world)
     except InputError as exc:
         if world.is_root:
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -225,6 +241,28 @@ def _run(args, world) -> int:
             print(summary_line(out_dir), flush=True)
         print(f"run file: {result.out_dir / 'run.h5'}", flush=True)
     return EXIT_REQUEUE if result.stopped else EXIT_OK
+
+
+def _privacy(args, world) -> int:
+    """``privacy RUN``: attack a run's saved model on every rank; rank 0 prints the rows."""
+    from .comm.world import limit_threads, pick_device
+    from .sim.privacy_run import evaluate_saved_run
+
+    def device_of(config):
+        limit_threads(config.runtime.threads)
+        return pick_device(config.runtime.device, world.local_rank)
+
+    out, rows = evaluate_saved_run(world, args.run, args.out, args.overrides, device_of)
+    if world.is_root:
+        for r in rows:
+            print(
+                f"round {r['round']}  {r['attack']:<9}  AUC {r['auc']:.4f}  "
+                f"advantage {r['advantage']:.4f}  ({r['members']} members, "
+                f"{r['nonmembers']} non-members)",
+                flush=True,
+            )
+        print(f"privacy file: {out}", flush=True)
+    return EXIT_OK
 
 
 def summary_line(out_dir: Path) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from .autoflip import AutoFLIP
 from .base import Algorithm, GlobalModel, RoundContext, Upload
 from .feddip import FedDIP
+from .feddst import FedDST
 from .fedprox import FedProx
 from .fedsparsify import FedSparsify
 from .oneshot import OneShot
+from .prunefl import PruneFL
 from .random_mask import RandomMask
 from .snip import SNIP
+from .topk import TopK
 
 REGISTRY: dict[str, type[Algorithm]] = {
     "fedavg": Algorithm,
@@ -18,6 +22,10 @@ REGISTRY: dict[str, type[Algorithm]] = {
     "snip": SNIP,
     "oneshot": OneShot,
     "random_mask": RandomMask,
+    "prunefl": PruneFL,
+    "feddst": FedDST,
+    "autoflip": AutoFLIP,
+    "topk": TopK,
 }
 
 

@@ -10,8 +10,17 @@ Set-up (every rank, once):
     ``initial_mask`` -> the global mask before round 1 (None: dense), from the initial
                         weights and ``gradient(client, rng)``: the flat loss gradient at
                         those weights on the first batch of ``rng.permutation`` of that
-                        client's data (SNIP); rank 0's result is broadcast to all ranks
+                        client's data (SNIP); rank 0's result is broadcast to all ranks;
+                        with ``initial_training = True`` also ``train(client, key, weights,
+                        mask)``, local training in place, so the method may change the
+                        initial weights in place (PruneFL's initial pruning on one client)
+    ``set_exploration`` -> only with ``explores = True``, before ``initial_mask`` and not
+                        on resume: the exploration phase's outcome (`hpc_fedprune.sim.
+                        explore`; AutoFLIP), its scores on rank 0 only
 Client side (every rank, once per client, in this order):
+    ``load_client_state`` -> only when ``client_state_arrays`` declares state: the
+                        client's persistent arrays as it left them (None at its first
+                        participation), whatever rank trained it before
     ``begin_client`` -> remember per-client facts of the round (FedDIP: its mask and the
                         round's penalty coefficient) before the hooks below run
     ``train_mask``   -> the mask re-applied after every optimiser step (None: dense)
@@ -19,13 +28,19 @@ Client side (every rank, once per client, in this order):
                         applied to the dense ``w`` (None: the forward pass sees ``w``)
     ``add_penalty_grad`` -> the gradient of an extra local loss term (FedProx, FedDIP),
                         taken at the weights the forward pass saw
+    ``local_gradient`` -> only when ``needs_client_gradient(ctx)``: the flat loss
+                        gradient at the trained weights on one batch keyed by (seed,
+                        round, client) (FedDST's regrowth, PruneFL's squared gradients)
     ``finish_local`` -> changes to the local model after training (local purge)
     ``upload``       -> what the client sends, and the sums the server needs from it
+    ``client_state`` -> only with declared state: the arrays to keep until the client's
+                        next participation (Top-k's residual), stored exactly
 Server side (rank 0 only, once per round):
     ``server_step``  -> new global weights and mask from the exact sums of all uploads
 
 All server and algorithm state lives in the object on rank 0 and is returned by
-``state_dict`` for checkpoints.
+``state_dict`` for checkpoints. Per-client state lives in the client-state store
+(`hpc_fedprune.sim.client_home`), on the client's home rank, and is checkpointed there.
 """
 
 from __future__ import annotations
@@ -45,6 +60,9 @@ COUNT_BITS = 0
 
 # gradient(client, rng) -> flat loss gradient on the client's first batch (`initial_mask`).
 GradientFn = Callable[[int, np.random.Generator], torch.Tensor]
+# train(client, key, weights, mask): local training of ``client`` from ``weights`` in place,
+# under ``mask`` (None: dense), batches keyed by (seed, round 0, client, key) (`initial_mask`).
+TrainFn = Callable[[int, int, torch.Tensor, torch.Tensor | None], None]
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,10 @@ class Upload:
         values travel without indices.
     local_mask : torch.Tensor or None
         A client-local mask sent beside the values (FedSparsify-Local), counted in bytes.
+    side : tuple of torch.Tensor
+        Further vectors sent beside the message, each encoded on its own and counted in
+        bytes: a bool tensor as a mask (FedDST's client mask), a float tensor as values
+        (PruneFL's gradient).
     channels : dict
         ``name -> float64 tensor``: the quantities the server sums over the cohort,
         computed from what was sent; summed exactly in fixed point with the fractional
@@ -110,6 +132,7 @@ class Upload:
     shared_support: bool = False
     local_mask: torch.Tensor | None = None
     channels: dict[str, torch.Tensor] = field(default_factory=dict)
+    side: tuple[torch.Tensor, ...] = ()
 
 
 class Algorithm:
@@ -131,6 +154,13 @@ class Algorithm:
     # True when every channel is zero outside the global mask (clients train under it and
     # send nothing else), so the ranks' sums travel as values over the mask, no indices.
     channels_within_mask = False
+    # True when `initial_mask` takes ``train=`` (local training before round 1).
+    initial_training = False
+    # True when the loop runs the exploration phase before round 1 (`set_exploration`).
+    explores = False
+    # Persistent per-client arrays, ``name -> (numpy dtype, length)`` (empty: none); the
+    # loop then calls `load_client_state` before training and `client_state` after upload.
+    client_state_arrays: dict[str, tuple] = {}
 
     def __init__(self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor) -> None:
         self.config = config
@@ -158,6 +188,17 @@ class Algorithm:
         return None
 
     # ------------------------------------------------------------- client side
+    def load_client_state(self, client: int, state: dict[str, np.ndarray] | None) -> None:
+        """Receive ``client``'s persistent arrays before its training (None: first time).
+
+        Called only for methods that declare ``client_state_arrays``; the arrays are host
+        numpy arrays of the declared dtypes and lengths, owned by the algorithm from now on.
+        """
+
+    def client_state(self, client: int) -> dict[str, np.ndarray]:
+        """The arrays ``client`` keeps until its next participation (after ``upload``)."""
+        return {}
+
     def begin_client(self, ctx: RoundContext, model: GlobalModel, client: int) -> None:
         """Called first for every client of a round: a place to prepare what later hooks use."""
 
@@ -185,6 +226,19 @@ class Algorithm:
         vector operation on the flat buffers replaces a second autograd graph per step.
         ``params`` holds the weights the forward pass saw (``w * M`` under a forward mask),
         ``anchor`` the weights the client downloaded.
+        """
+
+    def needs_client_gradient(self, ctx: RoundContext) -> bool:
+        """Whether the round's clients report a loss gradient (``local_gradient``); default no."""
+        return False
+
+    def local_gradient(
+        self, ctx: RoundContext, model: GlobalModel, client: int, grad: torch.Tensor
+    ) -> None:
+        """Receive the flat loss gradient at the client's trained weights on one batch.
+
+        Called after training and before ``finish_local``, only when
+        ``needs_client_gradient(ctx)``; the batch is keyed by (seed, round, client).
         """
 
     def finish_local(

@@ -17,6 +17,7 @@ import numpy as np
 from hpc_fedprune.analysis import plots, tables
 from hpc_fedprune.analysis.compare import pareto_front, render_compare_table, write_compare_csv
 from hpc_fedprune.analysis.masks import MaskHistory, client_agreement, mask_history
+from hpc_fedprune.analysis.privacy import privacy_lines, read_privacy, write_privacy_csv
 from hpc_fedprune.analysis.runfile import Run, load_run
 from hpc_fedprune.analysis.summary import Summary, quality_of, render_summary, summarize
 from hpc_fedprune.errors import EXIT_OK, InputError
@@ -101,7 +102,8 @@ def run_analyze(path: str, out_dir: str | None = None) -> int:
     -----
     Files: ``metrics.csv``; with masks ``mask_stats.csv``, ``mask_overall.csv``,
     ``mask_tensors.csv``; with client masks ``client_agreement.csv`` and
-    ``client_keep_histogram.csv``; with matplotlib ``accuracy_vs_round.png``,
+    ``client_keep_histogram.csv``; with membership-inference rows (``/privacy`` of the run
+    file or ``privacy.h5`` beside it) ``privacy.csv``; with matplotlib ``accuracy_vs_round.png``,
     ``accuracy_vs_bytes.png`` and, with masks, ``sparsity_heatmap.png`` and
     ``mask_change_rate.png``.
     """
@@ -109,7 +111,8 @@ def run_analyze(path: str, out_dir: str | None = None) -> int:
     summary = summarize(run)
     history = mask_history(run)
     agreement = client_agreement(run)
-    print(render_summary(summary, history, agreement))
+    attacks = read_privacy(run.path)
+    print(render_summary(summary, history, agreement, privacy_lines(attacks)))
     print()
 
     out = _make_out_dir(out_dir if out_dir is not None else run.run_dir / "analysis")
@@ -121,6 +124,8 @@ def run_analyze(path: str, out_dir: str | None = None) -> int:
         files.append(tables.write_mask_tensors_csv(out / "mask_tensors.csv", history))
     else:
         notes.append("no mask records in this run (its method does not prune): no mask tables")
+    if attacks:
+        files.append(write_privacy_csv(out / "privacy.csv", attacks))
     if agreement:
         files.append(tables.write_client_agreement_csv(out / "client_agreement.csv", agreement))
         files.append(

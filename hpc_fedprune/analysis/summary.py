@@ -254,6 +254,7 @@ def render_summary(
     s: Summary,
     masks: MaskHistory | None = None,
     agreement: list[ClientAgreement] | None = None,
+    extra: list[tuple[str, str]] | None = None,
 ) -> str:
     """The summary as aligned text lines, for a terminal.
 
@@ -265,6 +266,8 @@ def render_summary(
         Adds a line on the mask history.
     agreement : list of ClientAgreement, optional
         Adds a line on client-mask agreement.
+    extra : list of (label, text), optional
+        More lines at the end (membership-inference results).
     """
     lines: list[tuple[str, str]] = []
     who = f"{s.algorithm} on {s.dataset} ({s.model})"
@@ -311,6 +314,7 @@ def render_summary(
         lines.append(("masks", _masks_line(masks)))
     if agreement:
         lines.append(("client masks", _agreement_line(agreement)))
+    lines.extend(extra or ())
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
 

@@ -216,6 +216,11 @@ def check_consistency(config: Config) -> None:
         )
     if config.data.name in ("npz", "hdf5") and not config.data.path:
         raise InputError(f"data.path: the {config.data.name} loader needs a file path")
+    if config.training.mixed_precision and config.training.group_size == 1:
+        raise InputError(
+            "training.mixed_precision: applies to grouped training only; set "
+            "training.group_size > 1"
+        )
 
 
 def cohort_size(config: Config) -> int:

@@ -24,7 +24,19 @@ DATASETS = (
 )
 MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
 PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
-ALGORITHMS = ("fedavg", "fedprox", "fedsparsify", "feddip", "snip", "oneshot", "random_mask")
+ALGORITHMS = (
+    "fedavg",
+    "fedprox",
+    "fedsparsify",
+    "feddip",
+    "snip",
+    "oneshot",
+    "random_mask",
+    "prunefl",
+    "feddst",
+    "autoflip",
+    "topk",
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,15 @@ class TrainingConfig:
     local_steps: int = option(0, "local optimiser steps per round (0: use local_epochs)", min=0)
     batch_size: int = option(32, "local mini-batch size", min=1)
     drop_last: bool = option(False, "drop each epoch's last incomplete batch")
+    group_size: int = option(
+        1,
+        "clients of a rank trained together, one batched call per local step; 1: one at a time",
+        min=1,
+    )
+    mixed_precision: bool = option(
+        False,
+        "grouped training: forward pass in bfloat16 (not bit-identical to float32)",
+    )
 
 
 @dataclass(frozen=True)
@@ -274,6 +295,124 @@ class RandomMaskConfig:
 
 
 @dataclass(frozen=True)
+class AutoFLIPConfig:
+    tau: float = option(
+        0.3,
+        "fraction of the prunable set removed at the tau-quantile of the scores",
+        min=0.0,
+        max=1.0,
+    )
+    explorer_fraction: float = option(
+        1.0,
+        "fraction of clients that explore before round 1 (at least one)",
+        min=0.0,
+        max=1.0,
+        min_exclusive=True,
+    )
+    epochs: int = option(150, "exploration epochs per explorer after the base epoch", min=1)
+    patience: int = option(
+        40, "stop an explorer after this many epochs without a lower last-batch loss", min=1
+    )
+    base: str = option(
+        "per_explorer",
+        "per_explorer: each explorer trains its own base epoch from theta0; shared: one base "
+        "epoch (by the first explorer) that every explorer starts from",
+        choices=("per_explorer", "shared"),
+    )
+    normalisation: str = option(
+        "minmax",
+        "per-tensor score scaling (minmax: into [0, 1]; robust: (g - median) / IQR)",
+        choices=("minmax", "robust"),
+    )
+    structured: bool = option(
+        False, "hybrid: also remove whole neurons/filters whose mean score is in the lowest tau"
+    )
+    refresh: bool = option(
+        False, "recompute the mask every round from the sampled clients' displacement from theta0"
+    )
+    server_update: str = option(
+        "ema",
+        "ema: v = beta v + (1 - beta) mean_update (authors' code); fedavgm: v = beta v + "
+        "mean_update; then w = w + server_lr v, beta = federation.server_momentum",
+        choices=("ema", "fedavgm"),
+    )
+    prunable: str = option("all_params", "prunable set preset", choices=PRESETS)
+
+
+@dataclass(frozen=True)
+class PruneFLConfig:
+    initial_sparsity: float = option(
+        0.5, "sparsity the initial pruning on one client reaches before round 1", min=0.0, max=1.0
+    )
+    final_sparsity: float = option(
+        0.9, "target sparsity (cubic schedule from initial_sparsity)", min=0.0, max=1.0
+    )
+    end_round: int = option(
+        0, "round whose mask reaches final_sparsity (0: the run's last reconfiguration)", min=0
+    )
+    reconfig_interval: int = option(
+        50, "the server re-selects kept weights from squared gradients every k rounds", min=1
+    )
+    init_rounds: int = option(
+        5, "initial pruning: local trainings of one seeded client before round 1", min=0
+    )
+    layer_times: tuple[float, ...] = option(
+        (),
+        "per-parameter time of each prunable tensor, flat order (score g^2 / time); "
+        "empty: no time weighting",
+        min=0.0,
+        min_exclusive=True,
+    )
+    prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+
+
+@dataclass(frozen=True)
+class FedDSTConfig:
+    sparsity: float = option(
+        0.8, "sparsity of the ERK mask, kept after every readjustment", min=0.0, max=1.0
+    )
+    alpha: float = option(
+        0.01,
+        "readjustment ratio: fraction of active weights dropped and regrown (cosine-annealed)",
+        min=0.0,
+        max=1.0,
+    )
+    readjust_interval: int = option(
+        15, "clients drop and regrow every k rounds (rounds k, 2k, ...); 0: never", min=0
+    )
+    decay_end: int = option(
+        0, "round where the cosine-annealed ratio reaches 0 (0: the last round)", min=0
+    )
+    min_votes: int = option(
+        0, "readjustment keeps only weights held by more than this many clients", min=0
+    )
+    prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+
+
+@dataclass(frozen=True)
+class TopKConfig:
+    density: float = option(
+        0.01,
+        "fraction of the entries each client sends (largest magnitudes of update + residual)",
+        min=0.0,
+        max=1.0,
+        min_exclusive=True,
+    )
+    error_feedback: bool = option(
+        True, "keep what was not sent as the client's residual for its next participation"
+    )
+    momentum: float = option(
+        0.0,
+        "DGC momentum correction coefficient m (u = m u + update; 0: off; needs error_feedback)",
+        min=0.0,
+        max=1.0,
+    )
+    warmup_rounds: int = option(
+        0, "DGC warm-up: density max(density, 0.25^t) in rounds t <= warmup_rounds", min=0
+    )
+
+
+@dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = option("fedavg", "federated method", choices=ALGORITHMS)
     fedprox: FedProxConfig = section(FedProxConfig, "FedProx settings")
@@ -282,6 +421,10 @@ class AlgorithmConfig:
     snip: SNIPConfig = section(SNIPConfig, "SNIP settings")
     oneshot: OneShotConfig = section(OneShotConfig, "one-shot magnitude settings")
     random_mask: RandomMaskConfig = section(RandomMaskConfig, "random mask settings")
+    prunefl: PruneFLConfig = section(PruneFLConfig, "PruneFL settings")
+    feddst: FedDSTConfig = section(FedDSTConfig, "FedDST settings")
+    autoflip: AutoFLIPConfig = section(AutoFLIPConfig, "AutoFLIP settings")
+    topk: TopKConfig = section(TopKConfig, "Top-k sparsification with error feedback settings")
 
 
 @dataclass(frozen=True)
@@ -324,6 +467,44 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    enabled: bool = option(
+        False, "hold out non-members from all clients and run membership-inference attacks"
+    )
+    holdout: float = option(
+        0.1,
+        "fraction of the training set held out from every client (non-members, shadow data)",
+        min=0.0,
+        max=0.99,
+        min_exclusive=True,
+    )
+    rounds: tuple[int, ...] = option(
+        (), "rounds after which to attack (always after the last)", min=1
+    )
+    samples: int = option(2000, "cap on evaluated samples (half members, half non-members)", min=2)
+    shadow_models: int = option(
+        2, "shadow models of the shadow attack (0: threshold attack only)", min=0
+    )
+    shadow_samples: int = option(
+        0, "training samples per shadow model (0: as many as the clients hold, capped)", min=0
+    )
+    shadow_epochs: int = option(10, "training epochs of each shadow model", min=1)
+
+
+@dataclass(frozen=True)
+class ClientStateConfig:
+    budget_mb: float = option(
+        1024.0,
+        "persistent client state (Top-k residuals) kept in memory per rank, MiB; "
+        "older states beyond it spill to disk",
+        min=0.0,
+    )
+    spill_dir: str | None = option(
+        None, "folder for each rank's spill file (null: $TMPDIR, node-local on clusters)"
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = section(DataConfig, "data set")
     partition: PartitionConfig = section(PartitionConfig, "split over clients")
@@ -336,3 +517,7 @@ class Config:
     comm: CommConfig = section(CommConfig, "communication")
     output: OutputConfig = section(OutputConfig, "run directory and records")
     runtime: RuntimeConfig = section(RuntimeConfig, "seed, devices, threads")
+    privacy: PrivacyConfig = section(PrivacyConfig, "membership-inference evaluation")
+    client_state: ClientStateConfig = section(
+        ClientStateConfig, "persistent per-client state: memory budget and spill folder"
+    )

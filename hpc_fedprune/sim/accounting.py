@@ -15,7 +15,7 @@ import torch
 
 from ..algorithms.base import GlobalModel, Upload
 from ..comm import collectives
-from ..comm.encodings import EncodedInfo, plan_from_counts
+from ..comm.encodings import EncodedInfo, plan_from_counts, plan_mask
 from ..comm.world import World
 
 WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -28,11 +28,36 @@ def round_to_wire_(values: torch.Tensor, value_dtype: str) -> None:
 
 
 def upload_info(upload: Upload, value_dtype: str) -> EncodedInfo:
-    """The encoding of one client's upload (smallest method, exact size)."""
+    """The encoding of one client's upload (smallest method, exact size).
+
+    Vectors in ``upload.side`` are encoded on their own (a bool one as a mask, a float one
+    as values) and their bytes added; the result is then a ``side`` info with the parts.
+    """
     message = upload.message
     nnz = int(torch.count_nonzero(message))
     shared_k = int(upload.support.sum()) if upload.shared_support else None
-    return plan_from_counts(message.numel(), nnz, value_dtype=value_dtype, shared_k=shared_k)
+    info = plan_from_counts(message.numel(), nnz, value_dtype=value_dtype, shared_k=shared_k)
+    if not upload.side:
+        return info
+    parts = [info] + [side_info(vector, value_dtype) for vector in upload.side]
+    return EncodedInfo(
+        method="side",
+        n=info.n,
+        count=sum(p.count for p in parts),
+        value_dtype=value_dtype,
+        header_bytes=sum(p.header_bytes for p in parts),
+        index_bytes=sum(p.index_bytes for p in parts),
+        value_bytes=sum(p.value_bytes for p in parts),
+        parts=tuple(parts),
+    )
+
+
+def side_info(vector: torch.Tensor, value_dtype: str) -> EncodedInfo:
+    """The encoding of one vector sent beside the message: a mask or float values."""
+    if vector.dtype == torch.bool:
+        return plan_mask(vector.cpu().numpy())
+    nnz = int(torch.count_nonzero(vector))
+    return plan_from_counts(vector.numel(), nnz, value_dtype=value_dtype)
 
 
 def download_info(model: GlobalModel, value_dtype: str) -> EncodedInfo:

@@ -67,3 +67,57 @@ def schedule_cohort(cohort: np.ndarray, sizes: np.ndarray, world_size: int) -> l
         assigned[rank].append(client)
         heapq.heappush(heap, (load + max(int(sizes[client]), 1), rank))
     return [np.array(sorted(a), dtype=np.int64) for a in assigned]
+
+
+def form_groups(cohort: np.ndarray, sizes: np.ndarray, group_size: int) -> list[np.ndarray]:
+    """Split the cohort into groups of ``group_size`` clients trained together.
+
+    Clients are ordered by decreasing size (ties by id) and cut into consecutive chunks, so
+    a group holds clients of similar sample counts (little padding). Only ids and sizes
+    decide, never the world size, so every rank count trains the same groups.
+
+    Parameters
+    ----------
+    cohort : numpy.ndarray
+        Client ids of the round.
+    sizes : numpy.ndarray
+        Training samples of every client (indexed by client id).
+    group_size : int
+        Clients per group (the last group may be smaller).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        The groups, each holding its client ids in increasing order.
+    """
+    order = sorted(cohort.tolist(), key=lambda c: (-int(sizes[c]), c))
+    chunks = [order[i : i + group_size] for i in range(0, len(order), group_size)]
+    return [np.array(sorted(chunk), dtype=np.int64) for chunk in chunks]
+
+
+def schedule_groups(
+    groups: list[np.ndarray], sizes: np.ndarray, world_size: int
+) -> list[list[np.ndarray]]:
+    """Assign whole groups to ranks by longest-processing-time first.
+
+    A group's work is its padded size: clients x the largest client's samples. Groups in
+    order of decreasing work (ties by first client id) each go to the least loaded rank
+    (ties by rank).
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        For each rank, its groups in order of their first client id.
+    """
+
+    def work(group: np.ndarray) -> int:
+        return len(group) * max(max(int(sizes[c]) for c in group.tolist()), 1)
+
+    order = sorted(groups, key=lambda g: (-work(g), int(g[0])))
+    heap = [(0, r) for r in range(world_size)]
+    assigned: list[list[np.ndarray]] = [[] for _ in range(world_size)]
+    for group in order:
+        load, rank = heapq.heappop(heap)
+        assigned[rank].append(group)
+        heapq.heappush(heap, (load + work(group), rank))
+    return [sorted(a, key=lambda g: int(g[0])) for a in assigned]

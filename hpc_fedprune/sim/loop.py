@@ -2,10 +2,12 @@
 
 cohort   = sample(seed, round)                    same on every rank
 mine     = schedule(cohort, rank)                 balanced by client size
+fetch client state of mine from home ranks        only methods with client state
 for c in mine:                                    one model object, loaded in place
     train c from the global model                 algorithm hooks: masks, penalty
     upload = algorithm.upload(...)                bytes counted from the encoding
     rank_sums += exact(upload.channels)           int64 fixed point, order-free
+send new client state home                        (Top-k residuals)
 sums = reduce(rank_sums) to rank 0                one collective per round
 rank 0: global = algorithm.server_step(sums)      server update, server pruning
 broadcast global weights and mask                 every rank holds the same bits
@@ -27,12 +29,18 @@ from ..algorithms.base import GlobalModel, RoundContext
 from ..comm.world import World
 from ..config import Config, to_yaml
 from ..faults import maybe_fail
+from ..privacy import PrivacyEvaluator
 from ..store import RunFile
 from ..store.checkpoint import Checkpoint, write_checkpoint
+from ..store.exploration import write_exploration
 from . import accounting
 from .accumulate import ExactAccumulator
-from .cohort import sample_cohort, schedule_cohort
+from .client_grad import client_gradient, initial_trainer
+from .client_home import ClientStates
+from .clients import ClientTrainer
+from .cohort import sample_cohort
 from .evaluate import evaluate
+from .explore import include_cost, run_exploration
 from .setup import Setup, to_device
 from .signals import StopFlag
 from .train import LocalTrainer
@@ -82,6 +90,10 @@ def run_rounds(
     x_train, y_train = to_device(ds.x_train, device), to_device(ds.y_train, device)
     x_test, y_test = to_device(ds.x_test, device), to_device(ds.y_test, device)
     trainer = LocalTrainer(model, config, ds.task, x_train, y_train)
+    # One client at a time, or groups of clients in one batched step (training.group_size).
+    clients = ClientTrainer(trainer, config, algorithm, setup.train_parts, announce=world.is_root)
+    privacy = PrivacyEvaluator.from_setup(config, setup, x_train, y_train)
+    states = ClientStates.for_run(config, world, algorithm)  # per-client state, home ranks
     metric_name = "test_accuracy" if ds.task == "classification" else "test_mae"
 
     weights = model.flat.detach().clone()
@@ -89,7 +101,15 @@ def run_rounds(
     def gradient(client, rng):  # for masks scored at initialisation (SNIP)
         return trainer.first_batch_gradient(weights, setup.train_parts[client], rng)
 
-    current = GlobalModel(weights, algorithm.initial_mask(weights, gradient))
+    # AutoFLIP's exploration phase scores the initial mask (not on resume: the checkpoint
+    # holds the mask).
+    exploration = None
+    if getattr(algorithm, "explores", False) and world.bcast_object(resume is None):
+        exploration = run_exploration(config, world, setup, trainer, weights)
+        algorithm.set_exploration(exploration)
+    tools = {"train": initial_trainer(trainer, setup.train_parts, config)}
+    tools = tools if algorithm.initial_training else {}
+    current = GlobalModel(weights, algorithm.initial_mask(weights, gradient, **tools))
     if current.mask is not None:
         current.weights.mul_(current.mask)
     # A mask scored from a gradient could differ in its last bits between devices: rank 0's wins.
@@ -101,15 +121,19 @@ def run_rounds(
     resumed_round = world.bcast_object(None if resume is None else resume.round)
     if resumed_round is not None:
         current = restore_state(world, resume, algorithm, device)
+        states.restore(resume.clients if world.is_root else None)
         first = resumed_round + 1
     elif world.is_root:
         create_outputs(config, world, setup, runfile, out_dir, devices)
+        if exploration is not None:
+            write_exploration(runfile.path, algorithm.exploration_record())
     start_time = time.perf_counter()
     last: dict[str, float] = {}
     for rnd in range(first, fed.rounds + 1):
         t_round = time.perf_counter()
         cohort = sample_cohort(seed, rnd, config.partition.num_clients, setup.cohort_size)
-        mine = schedule_cohort(cohort, setup.sizes, world.size)[world.rank]
+        mine = clients.schedule(cohort, setup.sizes, world.size, world.rank)
+        states.fetch(mine)  # lent by their home ranks (collective)
         ctx = RoundContext(
             round=rnd,
             rounds=fed.rounds,
@@ -121,8 +145,9 @@ def run_rounds(
         sums = ExactAccumulator(algorithm.channel_bits, model.numel, len(cohort), device)
         records = []
         for client in mine.tolist():
+            states.load(algorithm, client)
             algorithm.begin_client(ctx, current, client)
-            result = trainer.train(
+            result = clients.train(
                 client=client,
                 round_index=rnd,
                 indices=setup.train_parts[client],
@@ -134,11 +159,16 @@ def run_rounds(
             )
             maybe_fail("train", world.rank, rnd)
             local = model.flat
+            if algorithm.needs_client_gradient(ctx):
+                parts = setup.train_parts[client]
+                grad = client_gradient(trainer, local, parts, seed, rnd, client)
+                algorithm.local_gradient(ctx, current, client, grad)
             local_mask = algorithm.finish_local(ctx, current, local, client)
             accounting.round_to_wire_(local, config.comm.value_dtype)
             upload = algorithm.upload(ctx, current, local, local_mask, result.samples)
             wire = accounting.upload_info(upload, config.comm.value_dtype)
             sums.add(upload.channels)
+            states.keep(algorithm, client)
             records.append(
                 ClientRecord(
                     client,
@@ -149,6 +179,7 @@ def run_rounds(
                     local_mask_record(model, algorithm, local_mask, config),
                 )
             )
+        states.send_back()  # new states to their home ranks (collective)
         maybe_fail("reduce", world.rank, rnd)
         shared = sums.tile(current.mask) if algorithm.channels_within_mask else None
         total, reduce_bytes = accounting.reduce_to_root(
@@ -173,6 +204,11 @@ def run_rounds(
             local_acc = evaluate_local(config, setup, model, x_train, y_train, world)
         else:
             scores, local_acc = {}, None
+        attacked = None  # membership-inference rows (rank 0)
+        if privacy is not None and privacy.due(rnd):
+            t_attack = time.perf_counter()
+            attacked = privacy.evaluate(model, current.weights, rnd, world)
+            t_round += time.perf_counter() - t_attack  # the round's wall_s leaves attacks out
         if world.is_root:
             rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r.client)
             mpi_bytes = sum(b for _, b in gathered)
@@ -189,6 +225,7 @@ def run_rounds(
                 time.perf_counter() - t_round,
             )
             last.update(algorithm.metrics())
+            include_cost(last)  # exploration traffic counts in round 1's bytes
             maybe_fail("write", world.rank, rnd)
             # Round 1 records a mask fixed before it (initial_mask) as well.
             mask_changed = current.mask is not None and (
@@ -197,6 +234,8 @@ def run_rounds(
             write_round(
                 runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed
             )
+            if attacked:
+                runfile.append_privacy(attacked)
             if config.output.progress:
                 elapsed = time.perf_counter() - start_time
                 print(
@@ -206,8 +245,10 @@ def run_rounds(
         # Every rank learns whether any was signalled, so all stop after the same round.
         stopping = world.any_flag(stop is not None and stop.raised) and rnd < fed.rounds
         every = config.output.checkpoint_every
-        if world.is_root and (stopping or (every and rnd % every == 0 and rnd < fed.rounds)):
-            write_checkpoint(out_dir, snapshot(rnd, current, algorithm))
+        if stopping or (every and rnd % every == 0 and rnd < fed.rounds):
+            client_state = states.gather()  # collective: every client's state to rank 0
+            if world.is_root:
+                write_checkpoint(out_dir, snapshot(rnd, current, algorithm, client_state))
         if stopping:
             if world.is_root:
                 runfile.set_attrs(status="interrupted")
@@ -216,6 +257,7 @@ def run_rounds(
                     f"python -m hpc_fedprune run --resume {out_dir}",
                     flush=True,
                 )
+            states.close()
             return RunResult(out_dir, rnd, last, stopped=True)
     if world.is_root:
         runfile.write_model(
@@ -223,14 +265,15 @@ def run_rounds(
             None if current.mask is None else current.mask.cpu().numpy(),
         )
         runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
+    states.close()
     return RunResult(out_dir, fed.rounds, last)
 
 
-def snapshot(rnd: int, current: GlobalModel, algorithm) -> Checkpoint:
-    """Rank 0: the state a resumed run needs after round ``rnd``."""
+def snapshot(rnd: int, current: GlobalModel, algorithm, clients=None) -> Checkpoint:
+    """Rank 0: the state a resumed run needs after round ``rnd`` (``clients``: client state)."""
     state = {k: (None if v is None else v.cpu().numpy()) for k, v in algorithm.state_dict().items()}
     mask = None if current.mask is None else current.mask.cpu().numpy()
-    return Checkpoint(rnd, current.weights.cpu().numpy(), mask, state)
+    return Checkpoint(rnd, current.weights.cpu().numpy(), mask, state, clients or {})
 
 
 def restore_state(world: World, resume: Checkpoint | None, algorithm, device) -> GlobalModel:

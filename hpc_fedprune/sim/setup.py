@@ -26,6 +26,7 @@ from ..data import (
 )
 from ..errors import InputError
 from ..models import FlatModel, build_model, model_options
+from ..privacy import MembershipSets, plan_privacy, split_holdout
 from ..pruning.prunable import prunable_mask
 
 
@@ -42,6 +43,7 @@ class Setup:
     algorithm: object
     device: str
     cohort_size: int
+    privacy: MembershipSets | None = None  # members and held-out non-members (privacy.enabled)
 
 
 def section_options(section, accepted: tuple[str, ...]) -> dict:
@@ -67,7 +69,13 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
     scheme = config.partition.scheme
     options = section_options(config.partition, partition_options(scheme))
     bins = config.partition.bins
-    parts = partition(dataset.y_train, num_clients, scheme, seed=seed, bins=bins, **options)
+    kept = holdout = None
+    if config.privacy.enabled:  # non-members: a seeded slice that no client ever holds
+        kept, holdout = split_holdout(len(dataset.y_train), config.privacy.holdout, seed=seed)
+    targets = dataset.y_train if kept is None else dataset.y_train[kept]
+    parts = partition(targets, num_clients, scheme, seed=seed, bins=bins, **options)
+    if kept is not None:
+        parts = [kept[p] for p in parts]
     test_parts = None
     if config.partition.local_test_fraction > 0:
         parts, test_parts = split_local_test(parts, config.partition.local_test_fraction, seed=seed)
@@ -77,6 +85,7 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
             f"{int((sizes == 0).sum())} clients received no training samples; "
             "use fewer clients or more data"
         )
+    privacy = plan_privacy(config, parts, holdout) if holdout is not None else None
     labels = as_labels(dataset.y_train, bins=bins)
     stats = partition_stats(labels, parts, dataset.num_classes or bins)
     options = section_options(
@@ -94,7 +103,16 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
     prunable = prunable_mask(model.layout, preset, device=device)
     algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device), model.layout)
     return Setup(
-        dataset, parts, test_parts, sizes, stats, model, algorithm, device, cohort_size(config)
+        dataset,
+        parts,
+        test_parts,
+        sizes,
+        stats,
+        model,
+        algorithm,
+        device,
+        cohort_size(config),
+        privacy,
     )
 
 

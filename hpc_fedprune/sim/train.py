@@ -104,6 +104,7 @@ class LocalTrainer:
         lr: float,
         algorithm,
         forward_mask: torch.Tensor | None = None,
+        key: tuple[int, ...] = (),
     ) -> ClientResult:
         """Train one client from ``start``; the result stays in the model's flat buffer.
 
@@ -111,7 +112,8 @@ class LocalTrainer:
         and backward pass (and the penalty gradient) see ``w * forward_mask`` while the
         optimiser steps the dense ``w``. Batch order comes from (seed, round, client), and
         dropout draws from a generator seeded from the same key, so a client's training is
-        identical on whatever rank runs it.
+        identical on whatever rank runs it. ``key`` extends that key (training outside the
+        rounds, e.g. PruneFL's initial passes at round 0).
         """
         t = self.config.training
         seed = self.config.runtime.seed
@@ -130,7 +132,7 @@ class LocalTrainer:
         self.optimizer.state.clear()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        rng = numpy_rng(seed, Stream.CLIENT, round_index, client)
+        rng = numpy_rng(seed, Stream.CLIENT, round_index, client, *key)
         n = len(indices)
         batch = min(t.batch_size, n)
         idx_all = torch.as_tensor(indices, device=self.x.device)
@@ -143,7 +145,9 @@ class LocalTrainer:
         steps = 0
         target_steps = t.local_steps if t.local_steps > 0 else None
         if self.has_dropout:
-            gen = torch_generator(seed, Stream.CLIENT, round_index, client, device=self.x.device)
+            gen = torch_generator(
+                seed, Stream.CLIENT, round_index, client, *key, device=self.x.device
+            )
             set_dropout_generator(fm.module, gen)
         epoch = 0
         while True:

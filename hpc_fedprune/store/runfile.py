@@ -155,6 +155,30 @@ class RunFile:
                 ds = model.create_dataset("mask", data=np.packbits(mask))
                 ds.attrs["numel"] = len(mask)
 
+    def append_privacy(self, rows: Sequence[dict]) -> None:
+        """Append membership-inference results, one row per (round, attack), to ``/privacy``.
+
+        Every row has the same keys; ``attack`` is a name (fixed-length ASCII, at most 16
+        bytes), ``round``, ``members`` and ``nonmembers`` integers, the rest floats. Works
+        on any HDF5 file (the ``privacy`` command writes the same group to its own file).
+        """
+        if not rows:
+            return
+        with h5py.File(self.path, "a") as f:
+            group = f.require_group("privacy")
+            for name in rows[0]:
+                values = [row[name] for row in rows]
+                if name == "attack":
+                    # Fixed-length bytes: variable-length strings read back as object
+                    # arrays, which the checkpoint digest cannot hash reproducibly.
+                    dtype = np.dtype("S16")
+                elif name in ("round", "members", "nonmembers"):
+                    dtype = np.int64
+                else:
+                    dtype = np.float64
+                _append(_resizable(group, name, dtype), np.array(values, dtype=dtype))
+            f.flush()
+
     def set_attrs(self, **attrs) -> None:
         with h5py.File(self.path, "a") as f:
             for key, value in attrs.items():

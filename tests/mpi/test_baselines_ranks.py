@@ -1,4 +1,4 @@
-"""SNIP and the ERK random mask give bit-identical runs on 1 and 3 ranks (masks fixed by seed)."""
+"""SNIP, the ERK random mask, PruneFL and FedDST give bit-identical runs on 1 and 3 ranks."""
 
 from __future__ import annotations
 
@@ -15,8 +15,15 @@ from tests.helpers import run_mpi
     [
         ["algorithm.name=snip"],
         ["algorithm.name=random_mask", "algorithm.random_mask.distribution=erk"],
+        ["algorithm.name=prunefl", "algorithm.prunefl.reconfig_interval=1"],
+        [
+            "algorithm.name=feddst",
+            "algorithm.feddst.sparsity=0.9",
+            "algorithm.feddst.readjust_interval=1",
+            "algorithm.feddst.alpha=0.5",
+        ],
     ],
-    ids=["snip", "random_erk"],
+    ids=["snip", "random_erk", "prunefl", "feddst"],
 )
 def test_one_and_three_ranks_are_bit_identical(tmp_path, method):
     runs = {}

@@ -19,7 +19,7 @@ KEYS = {
     "bench", "kind", "malloc", "ranks", "repeat", "clients", "cohort", "samples_per_client",
     "batch_size", "rounds", "timed_rounds", "round_s_median", "updates_per_s",
     "updates_per_s_per_rank", "ratio_vs_bare", "cpu_round_s_median", "updates_per_cpu_s",
-    "cpu_ratio_vs_bare", "faults_per_update",
+    "cpu_ratio_vs_bare", "faults_per_update", "group_size", "peak_rss_mb",
 }
 
 
@@ -27,7 +27,8 @@ KEYS = {
 @pytest.mark.timeout(180)
 def test_throughput_quick_prints_json_lines(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--ranks", "1", "--keep", str(tmp_path)],
+        [sys.executable, str(SCRIPT), "--quick", "--ranks", "1", "--group-sizes", "1", "2",
+         "--keep", str(tmp_path)],
         capture_output=True, text=True, timeout=170, env=child_env(), cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -40,7 +41,26 @@ def test_throughput_quick_prints_json_lines(tmp_path):
         assert row["ranks"] == 1
         assert row["clients"] == 8 and row["cohort"] == 4 and row["rounds"] == 1
         assert math.isfinite(row["updates_per_s"]) and row["updates_per_s"] > 0
-    kinds = sorted(row["kind"] for row in rows)
-    assert kinds == ["bare", "bare_summary", "simulator", "simulator_summary"]
-    # The simulator's run directory was kept and holds a finished run.
-    assert len(list(tmp_path.glob("sim-*/run.h5"))) == 1
+    kinds = sorted((row["kind"], row["group_size"] or 0) for row in rows)
+    assert kinds == [
+        ("bare", 0), ("bare_summary", 0), ("simulator", 1), ("simulator", 2),
+        ("simulator_summary", 1), ("simulator_summary", 2),
+    ]
+    assert all(row["peak_rss_mb"] > 0 for row in rows)
+    # The simulator's run directories were kept and hold finished runs, one per group size.
+    assert len(list(tmp_path.glob("sim-*/run.h5"))) == 2
+
+
+@pytest.mark.timeout(120)
+def test_grouped_quick_prints_json_lines():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "grouped.py"), "--quick"],
+        capture_output=True, text=True, timeout=110, env=child_env(), cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    kinds = {row["kind"] for row in rows}
+    assert {"bare", "local", "stacked 2", "stacked 4", "vmap 4"} <= kinds
+    summaries = {row["kind"]: row for row in rows if row["kind"].endswith("_summary")}
+    assert summaries["bare_summary"]["cpu_ratio_vs_bare"] == 1.0
+    assert all(math.isfinite(r["updates_per_cpu_s"]) and r["updates_per_cpu_s"] > 0 for r in rows)

@@ -1,0 +1,175 @@
+"""The client-state store: exact storage, the memory budget, LRU spill to disk and back,
+checkpoint round trip, and the home-rank coordinator on one rank."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from hpc_fedprune.errors import InputError
+from hpc_fedprune.sim.client_home import ClientStates
+from hpc_fedprune.sim.client_state import ClientStateStore
+from hpc_fedprune.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+
+N = 1000
+ARRAYS = {"residual": (np.float32, N), "mask": (np.bool_, N)}
+
+
+def state(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    residual = rng.standard_normal(N).astype(np.float32)
+    residual[:3] = [-0.0, np.float32(1e-45), np.inf]  # signed zero, subnormal, inf: all kept
+    return {"residual": residual, "mask": rng.random(N) < 0.3}
+
+
+def same(a, b) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a
+    )
+
+
+def test_masks_are_bit_packed_and_floats_kept_as_they_are(tmp_path):
+    store = ClientStateStore(ARRAYS, budget_bytes=10**6, spill_dir=tmp_path)
+    assert store.record_bytes == N * 4 + N // 8
+    s = state(0)
+    store.put(5, s)
+    s["residual"][5] = 123.0  # the store holds a copy, not the caller's buffer
+    assert same(store.take(5), state(0))
+    assert store.take(5) is None and len(store) == 0
+
+
+def test_budget_is_respected_and_the_least_recently_stored_spill_first(tmp_path):
+    store = ClientStateStore(ARRAYS, budget_bytes=3 * (N * 4 + N // 8), spill_dir=tmp_path)
+    for client in range(10):
+        store.put(client, state(client))
+        assert store.memory_bytes <= store.budget_bytes
+    assert store.spilled == 7 and len(store) == 10
+    assert list(store._memory) == [7, 8, 9]  # the three most recent stay in memory
+    # Spilled and reloaded: the same bytes.
+    for client in range(10):
+        assert same(store.peek(client), state(client))
+    assert same(store.take(2), state(2))
+    # Storing again makes 2 the most recent; 7 is now the oldest in memory and spills.
+    store.put(2, state(2))
+    assert list(store._memory) == [8, 9, 2] and 7 in store._slots
+    # A freed slot is reused: the file does not grow past the records it must hold.
+    spill = next(tmp_path.glob("hpc_fedprune-state-*/spill.bin"))
+    assert spill.stat().st_size <= 7 * store.record_bytes
+    store.close()
+    assert not list(tmp_path.glob("hpc_fedprune-state-*"))
+
+
+def test_zero_budget_spills_everything(tmp_path):
+    store = ClientStateStore(ARRAYS, budget_bytes=0, spill_dir=tmp_path)
+    for client in (3, 1, 2):
+        store.put(client, state(client))
+    assert store.memory_bytes == 0 and store.spilled == 3
+    assert store.clients() == [1, 2, 3]
+    assert all(same(store.take(c), state(c)) for c in (1, 2, 3))
+    store.close()
+
+
+def test_wrong_shape_or_dtype_is_refused(tmp_path):
+    store = ClientStateStore(ARRAYS, budget_bytes=10**6, spill_dir=tmp_path)
+    bad = state(0)
+    bad["residual"] = bad["residual"].astype(np.float64)
+    with pytest.raises(ValueError, match="residual"):
+        store.put(0, bad)
+
+
+class OneRank:
+    """The few `World` facts the coordinator uses, for one rank (no MPI)."""
+
+    size, rank, is_root = 1, 0, True
+
+    def gather_objects(self, obj):
+        return [obj]
+
+    def bcast_object(self, obj):
+        return obj
+
+    def any_flag(self, flag):
+        return bool(flag)
+
+    def agree_on_input_errors(self, error):
+        if error is not None:
+            raise error
+
+
+class Config:
+    class client_state:
+        budget_mb = 0.0
+        spill_dir = None
+
+
+class Method:
+    client_state_arrays = ARRAYS
+
+
+def test_checkpoint_round_trip_restores_every_state(tmp_path):
+    states = ClientStates.for_run(Config, OneRank(), Method())
+    for client in (4, 9, 0):
+        states.store.put(client, state(client))
+    gathered = states.gather()
+    assert sorted(gathered) == ["mask", "residual"] and sorted(gathered["mask"]) == [0, 4, 9]
+    # Through a real checkpoint file.
+    with h5py.File(tmp_path / "run.h5", "w") as f:
+        f.attrs["format_version"] = 1
+    write_checkpoint(tmp_path, Checkpoint(3, np.zeros(4, np.float32), None, {}, gathered))
+    back = read_checkpoint(tmp_path / "checkpoint.h5")
+    fresh = ClientStates.for_run(Config, OneRank(), Method())
+    fresh.restore(back.clients)
+    assert fresh.store.clients() == [0, 4, 9]
+    for client in (0, 4, 9):
+        assert same(fresh.store.peek(client), state(client))
+    with pytest.raises(InputError, match="lacks client state"):
+        ClientStates.for_run(Config, OneRank(), Method()).restore({"residual": {1: state(1)}})
+    states.close()
+    fresh.close()
+
+
+def test_a_round_lends_and_returns_states():
+    states = ClientStates.for_run(Config, OneRank(), Method())
+
+    class Echo:
+        def load_client_state(self, client, s):
+            self.got = s
+
+        def client_state(self, client):
+            return state(client + 100)
+
+    algo = Echo()
+    states.fetch(np.array([2, 5]))
+    states.load(algo, 2)
+    assert algo.got is None  # first participation
+    states.keep(algo, 2)
+    states.load(algo, 5)
+    states.keep(algo, 5)
+    states.send_back()
+    states.fetch(np.array([5]))
+    assert 5 in states.store and 2 in states.store  # one rank: nothing moves
+    states.load(algo, 5)
+    assert same(algo.got, state(105))
+    assert 5 not in states.store  # the algorithm holds it until `keep`
+    states.close()
+
+
+def test_an_unusable_spill_dir_is_bad_input(tmp_path):
+    (tmp_path / "file").write_text("")
+
+    class Blocked:
+        class client_state:
+            budget_mb = 1.0
+            spill_dir = str(tmp_path / "file" / "spill")
+
+    with pytest.raises(InputError, match="client_state.spill_dir"):
+        ClientStates.for_run(Blocked, OneRank(), Method())
+
+
+def test_methods_without_state_have_no_store():
+    class Stateless:
+        pass
+
+    states = ClientStates.for_run(Config, OneRank(), Stateless())
+    assert not states.active and states.gather() == {}
