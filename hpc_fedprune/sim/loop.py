@@ -1,7 +1,9 @@
 """The round loop: one narrated loop for every method and every world size.
 
+before round 1: exploration (AutoFLIP), initial mask (SNIP, PruneFL, random), broadcast
 cohort   = sample(seed, round)                    same on every rank
-mine     = schedule(cohort, rank)                 balanced by client size
+mine     = schedule(cohort, rank)                 balanced by client size (whole groups
+                                                  when training.group_size > 1)
 fetch client state of mine from home ranks        only methods with client state
 for c in mine:                                    one model object, loaded in place
     train c from the global model                 algorithm hooks: masks, penalty
@@ -11,7 +13,8 @@ send new client state home                        (Top-k residuals)
 sums = reduce(rank_sums) to rank 0                one collective per round
 rank 0: global = algorithm.server_step(sums)      server update, server pruning
 broadcast global weights and mask                 every rank holds the same bits
-evaluate every k rounds; rank 0 writes the round to run.h5 and metrics.jsonl
+evaluate every k rounds, membership attacks at privacy.rounds
+rank 0 writes the round to run.h5 and metrics.jsonl
 """
 
 from __future__ import annotations
@@ -104,11 +107,13 @@ def run_rounds(
     # AutoFLIP's exploration phase scores the initial mask (not on resume: the checkpoint
     # holds the mask).
     exploration = None
-    if getattr(algorithm, "explores", False) and world.bcast_object(resume is None):
+    if algorithm.explores and world.bcast_object(resume is None):
         exploration = run_exploration(config, world, setup, trainer, weights)
         algorithm.set_exploration(exploration)
-    tools = {"train": initial_trainer(trainer, setup.train_parts, config)}
-    tools = tools if algorithm.initial_training else {}
+    # PruneFL trains one client before round 1: it gets a `train` callable too.
+    tools = {}
+    if algorithm.initial_training:
+        tools["train"] = initial_trainer(trainer, setup.train_parts, config)
     current = GlobalModel(weights, algorithm.initial_mask(weights, gradient, **tools))
     if current.mask is not None:
         current.weights.mul_(current.mask)
