@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,10 +98,14 @@ class World:
         Other ranks may be blocked in a collective waiting for this one; only MPI_Abort
         releases them, so a crash on one rank never hangs the job.
         """
-        sys.stderr.write(f"[rank {self.rank}] internal error:\n")
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        # The one-line cause first and everything in one write: MPI_Abort makes the launcher
+        # tear the job down, and whatever it has not forwarded yet is lost.
+        cause = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(f"[rank {self.rank}] internal error: {cause}\n{trace}")
         sys.stderr.flush()
         if self.size > 1:
+            time.sleep(0.5)  # let the launcher forward the message before the abort
             self.comm.Abort(EXIT_INTERNAL)
 
     # Small-object helpers (lowercase mpi4py: pickled Python objects).
