@@ -16,6 +16,24 @@ import numpy as np
 from ..rng import Stream, numpy_rng
 
 
+def epoch_order(
+    rng: np.random.Generator, indices: np.ndarray, batch_size: int, drop_last: bool
+) -> tuple[np.ndarray, range]:
+    """One epoch's sample order (a fresh ``rng.permutation``) and its batch starts.
+
+    Batch ``i`` is ``order[lo : lo + batch_size]`` for the ``i``-th ``lo`` of the range.
+
+    The single definition of the batch order: `hpc_fedprune.sim.train.LocalTrainer`,
+    grouped training (`client_batches`) and the exploration phase all draw their epochs
+    here, so a client sees the same batches whichever of them trains it.
+    """
+    n = len(indices)
+    batch = min(batch_size, n)
+    order = np.asarray(indices, dtype=np.int64)[rng.permutation(n)]
+    stop = n - (n % batch) if (drop_last and n >= batch) else n
+    return order, range(0, stop, batch)
+
+
 def client_batches(
     seed: int,
     round_index: int,
@@ -56,9 +74,8 @@ def client_batches(
     out: list[np.ndarray] = []
     epoch = 0
     while True:
-        shuffled = indices[rng.permutation(n)]
-        stop = n - (n % batch) if (drop_last and n >= batch) else n
-        for lo in range(0, stop, batch):
+        shuffled, starts = epoch_order(rng, indices, batch, drop_last)
+        for lo in starts:
             out.append(shuffled[lo : lo + batch])
             if target is not None and len(out) >= target:
                 return out

@@ -41,6 +41,7 @@ from ..models import set_dropout_generator
 from ..rng import Stream, numpy_rng, torch_generator
 from . import accounting
 from .accumulate import ExactAccumulator
+from .batches import epoch_order
 from .cohort import schedule_cohort
 from .train import LocalTrainer
 
@@ -112,14 +113,12 @@ class Explorer:
         """One epoch over ``indices`` in a keyed order; returns the last batch's loss."""
         tr, t = self.trainer, self.config.training
         fm = tr.model
-        n = len(indices)
-        batch = min(t.batch_size, n)
-        stop = n - (n % batch) if (t.drop_last and n >= batch) else n
-        order = torch.as_tensor(self.rng.permutation(n), device=tr.x.device)
-        shuffled = torch.as_tensor(indices, device=tr.x.device)[order]
+        batch = min(t.batch_size, len(indices))
+        order, starts = epoch_order(self.rng, indices, batch, t.drop_last)
+        shuffled = torch.as_tensor(order, device=tr.x.device)
         fm.module.train()
         loss = None
-        for lo in range(0, stop, batch):
+        for lo in starts:
             sel = shuffled[lo : lo + batch]
             fm.zero_grad()
             loss = tr.loss_fn(fm.module(tr.x[sel]), tr.y[sel])

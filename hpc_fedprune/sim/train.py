@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..config import Config
 from ..models import set_dropout_generator
 from ..rng import Stream, numpy_rng, torch_generator
+from .batches import epoch_order
 
 
 @dataclass
@@ -135,7 +136,6 @@ class LocalTrainer:
         rng = numpy_rng(seed, Stream.CLIENT, round_index, client, *key)
         n = len(indices)
         batch = min(t.batch_size, n)
-        idx_all = torch.as_tensor(indices, device=self.x.device)
         anchor = start[: fm.num_params]
         fm.module.train()
         # Batch losses stay on the device until the client is done (no host sync and no
@@ -151,10 +151,9 @@ class LocalTrainer:
             set_dropout_generator(fm.module, gen)
         epoch = 0
         while True:
-            order = torch.as_tensor(rng.permutation(n), device=self.x.device)
-            shuffled = idx_all[order]  # the epoch's sample order; batches are slices of it
-            stop = n - (n % batch) if (t.drop_last and n >= batch) else n
-            for lo in range(0, stop, batch):
+            order, starts = epoch_order(rng, indices, batch, t.drop_last)
+            shuffled = torch.as_tensor(order, device=self.x.device)  # batches: slices of it
+            for lo in starts:
                 sel = shuffled[lo : lo + batch]
                 xb, yb = self.x[sel], self.y[sel]
                 fm.zero_grad()
