@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..models import build_model, model_options, set_dropout_generator
+from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, derived_seed, numpy_rng, torch_generator
 
 _KEY_INIT = 5
@@ -47,11 +47,7 @@ def train_shadow(
     """Train ``module`` in place on ``x[indices]`` for ``privacy.shadow_epochs`` epochs."""
     t = config.training
     seed = config.runtime.seed
-    params = [p for p in module.parameters() if p.requires_grad]
-    if t.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    opt = make_optimizer((p for p in module.parameters() if p.requires_grad), t)
     rng = numpy_rng(seed, Stream.PRIVACY, _KEY_TRAIN, k)
     set_dropout_generator(
         module, torch_generator(seed, Stream.PRIVACY, _KEY_TRAIN, k, device=x.device)
@@ -63,11 +59,7 @@ def train_shadow(
         order = idx[torch.as_tensor(rng.permutation(len(idx)), device=x.device)]
         for lo in range(0, len(order), batch):
             sel = order[lo : lo + batch]
-            out = module(x[sel])
-            if task == "classification":
-                loss = F.cross_entropy(out, y[sel])
-            else:
-                loss = F.mse_loss(out.reshape(-1), y[sel])
+            loss = task_loss(module(x[sel]), y[sel], task)
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 from ..algorithms.base import GlobalModel
-from ..comm.encodings import plan_from_counts
 from ..comm.world import World
 from ..config import Config
 from ..models import set_dropout_generator
@@ -140,10 +139,9 @@ class Explorer:
         return epochs
 
 
-def _bytes(values: torch.Tensor, value_dtype: str) -> int:
+def _values_bytes(values: torch.Tensor, value_dtype: str) -> int:
     """Encoded size of ``values`` sent as they are (the smallest encoding)."""
-    nnz = int(torch.count_nonzero(values))
-    return plan_from_counts(values.numel(), nnz, value_dtype=value_dtype).total_bytes
+    return accounting.side_info(values, value_dtype).total_bytes
 
 
 def run_exploration(
@@ -182,8 +180,8 @@ def run_exploration(
             base = GlobalModel(trainer.model.flat.detach().clone())
         shared = accounting.broadcast_model(world, base, None, setup.device)[0].weights
         base_epochs = 1
-        down += _bytes(start, wire)
-        up += _bytes(shared, wire)
+        down += _values_bytes(start, wire)
+        up += _values_bytes(shared, wire)
     sums = ExactAccumulator({"score": EXPLORE_BITS}, numel, len(explorers), setup.device)
     records = []
     for client in schedule_cohort(explorers, setup.sizes, world.size)[world.rank].tolist():
@@ -198,7 +196,7 @@ def run_exploration(
         moved = (trainer.model.flat.detach() - base).mul_(prunable)
         accounting.round_to_wire_(moved, wire)
         sums.add({"score": moved.double().square()})
-        records.append((client, epochs, _bytes(moved, wire)))
+        records.append((client, epochs, _values_bytes(moved, wire)))
     total, _ = accounting.reduce_to_root(world, sums.packed(), config.comm.reduce, None)
     gathered = world.gather_objects(records)
     if not world.is_root:
@@ -206,7 +204,7 @@ def run_exploration(
     rows = sorted(r for part in gathered for r in part)
     epochs = np.array([e for _, e, _ in rows], dtype=np.int64)
     per_explorer_base = 0 if shared is not None else len(rows)
-    down += len(rows) * _bytes(start if shared is None else shared, wire)
+    down += len(rows) * _values_bytes(start if shared is None else shared, wire)
     scores = sums.unpack(total, setup.device)["score"] / len(explorers)
     return Exploration(
         clients=explorers,

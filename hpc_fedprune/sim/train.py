@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import Config
 from ..models import set_dropout_generator
+from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, numpy_rng, torch_generator
 from .batches import epoch_order
 
@@ -62,20 +62,12 @@ class LocalTrainer:
         n_params = flat_model.num_params
         self.params = torch.nn.Parameter(flat_model.flat[:n_params], requires_grad=False)
         self.params.grad = flat_model.grad[:n_params]
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer([self.params], config.training)
         self.mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.forward_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dense: torch.Tensor | None = None  # the dense weights while a forward mask is on
         # Dropout layers draw from a per-client generator (KeyedDropout), never the global RNG.
         self.has_dropout = set_dropout_generator(flat_model.module, None) > 0
-
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        t = self.config.training
-        if t.optimizer == "adam":
-            return torch.optim.Adam([self.params], lr=t.lr, weight_decay=t.weight_decay)
-        return torch.optim.SGD(
-            [self.params], lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay
-        )
 
     def _float_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The mask as float32, cached while the same mask object is in use."""
@@ -90,9 +82,8 @@ class LocalTrainer:
         return self.forward_cache[1]
 
     def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.task == "classification":
-            return F.cross_entropy(output, target)
-        return F.mse_loss(output.reshape(-1), target)
+        """The task's loss of a batch (`hpc_fedprune.models.objective.task_loss`)."""
+        return task_loss(output, target, self.task)
 
     def train(
         self,
