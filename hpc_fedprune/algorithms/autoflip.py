@@ -49,6 +49,8 @@ class AutoFLIP(Algorithm):
         self.reference: torch.Tensor | None = None  # theta0 (refresh)
         self.exploration = None
         self.cost = dict.fromkeys(_COST, 0.0)  # reported once, with the first round
+        if self.cfg.server_update == "ema":  # the authors' v = beta v + (1 - beta) u
+            self.server_dampening = config.federation.server_momentum
 
     def set_exploration(self, exploration) -> None:
         """Receive the exploration phase's outcome (scores on rank 0 only) and its cost."""
@@ -99,22 +101,6 @@ class AutoFLIP(Algorithm):
         if self.cfg.refresh:
             mask = self._cut(sums["displacement"])
         return GlobalModel(self.apply_update(model.weights, sums["delta"], mask), mask)
-
-    def apply_update(
-        self, weights: torch.Tensor, mean_delta: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``ema``: ``v = beta v + (1 - beta) u``, ``w = w + server_lr v``, in float64, masked."""
-        if self.cfg.server_update == "fedavgm":
-            return super().apply_update(weights, mean_delta, mask)
-        fed = self.config.federation
-        if self.momentum is None:
-            self.momentum = torch.zeros_like(mean_delta)
-        beta = fed.server_momentum
-        self.momentum.mul_(beta).add_(mean_delta, alpha=1.0 - beta)
-        new = (weights.double() + fed.server_lr * self.momentum).to(torch.float32)
-        if mask is not None:
-            new.mul_(mask)
-        return new
 
     def metrics(self) -> dict[str, float]:
         """The exploration cost in the first reported round, zero afterwards."""

@@ -276,6 +276,10 @@ class Algorithm:
         """FedAvg(M): ``v = beta v + mean_delta``, ``w = w + server_lr * v``, masked."""
         return GlobalModel(self.apply_update(model.weights, sums["delta"], model.mask), model.mask)
 
+    # Momentum dampening d of the server step, ``v = beta v + (1 - d) u``: 0 for FedAvgM;
+    # AutoFLIP's EMA sets d = beta.
+    server_dampening = 0.0
+
     def apply_update(
         self, weights: torch.Tensor, mean_delta: torch.Tensor, mask: torch.Tensor | None
     ) -> torch.Tensor:
@@ -285,7 +289,8 @@ class Algorithm:
         if fed.server_momentum > 0:
             if self.momentum is None:
                 self.momentum = torch.zeros_like(mean_delta)
-            self.momentum.mul_(fed.server_momentum).add_(mean_delta)
+            self.momentum.mul_(fed.server_momentum)
+            self.momentum.add_(mean_delta, alpha=1.0 - self.server_dampening)
             step = self.momentum
         new = (weights.double() + fed.server_lr * step).to(torch.float32)
         if mask is not None:

@@ -53,7 +53,7 @@ class ClientStates:
     @classmethod
     def for_run(cls, config, world: World, algorithm) -> ClientStates:
         """The store the algorithm's declared state needs (``config.client_state``)."""
-        arrays = dict(getattr(algorithm, "client_state_arrays", {}) or {})
+        arrays = dict(algorithm.client_state_arrays)
         if not arrays:
             return cls(world, None)
         cfg = config.client_state
