@@ -53,7 +53,7 @@ class ClientStates:
     @classmethod
     def for_run(cls, config, world: World, algorithm) -> ClientStates:
         """The store the algorithm's declared state needs (``config.client_state``)."""
-        arrays = dict(algorithm.client_state_arrays)
+        arrays = dict(getattr(algorithm, "client_state_arrays", {}) or {})
         if not arrays:
             return cls(world, None)
         cfg = config.client_state
