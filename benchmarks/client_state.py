@@ -1,6 +1,6 @@
 """Client-state store under load: Top-k residuals of many clients, memory and time per round.
 
-Drives the run's client-state path directly (`hpc_fedprune.sim.client_home.ClientStates`
+Drives the run's client-state path directly (`hpc_fedprune.client_state.homes.ClientStates`
 with its home ranks, all-to-all exchange and per-rank `ClientStateStore`) with synthetic
 updates instead of local training: each round samples a cohort (`sample_cohort`), each rank
 fetches its clients' residuals from their home ranks, every client makes a random float32
@@ -38,10 +38,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from hpc_fedprune.client_state.homes import ClientStates  # noqa: E402
 from hpc_fedprune.comm.world import World  # noqa: E402
 from hpc_fedprune.pruning.topk import keep_count, topk_step  # noqa: E402
 from hpc_fedprune.rng import Stream, torch_generator  # noqa: E402
-from hpc_fedprune.sim.client_home import ClientStates  # noqa: E402
 from hpc_fedprune.sim.cohort import sample_cohort, schedule_cohort  # noqa: E402
 
 # Flat sizes of the project's lenet5 (28x28x1) and resnet18_cifar (with BatchNorm buffers).

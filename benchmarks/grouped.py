@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hpc_fedprune.algorithms import make_algorithm  # noqa: E402
 from hpc_fedprune.config import load_config  # noqa: E402
 from hpc_fedprune.models import FlatModel, build_model  # noqa: E402
-from hpc_fedprune.sim.grouped import GroupTrainer  # noqa: E402
-from hpc_fedprune.sim.train import LocalTrainer  # noqa: E402
+from hpc_fedprune.training.grouped import GroupTrainer  # noqa: E402
+from hpc_fedprune.training.local import LocalTrainer  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

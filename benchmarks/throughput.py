@@ -16,7 +16,7 @@ momentum), the small CNN (conv 32@3x3, pool, conv 64@3x3, pool, FC 64, FC 10).
   ``acc += weight * (local - global)`` in float32 and ``global += acc`` after the round.
   It is the floor for the simulator's overhead.
 - ``--group-sizes``: the simulator once per ``training.group_size`` (1 = one client at a
-  time; G > 1 trains G clients per batched step, `hpc_fedprune.sim.grouped`); each row
+  time; G > 1 trains G clients per batched step, `hpc_fedprune.training.grouped`); each row
   carries its ``group_size`` (None for the bare loop).
 
 Memory: ``peak_rss_mb`` is the largest peak resident set (VmHWM) of one rank process, read

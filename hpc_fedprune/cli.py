@@ -246,7 +246,7 @@ def _run(args, world) -> int:
 def _privacy(args, world) -> int:
     """``privacy RUN``: attack a run's saved model on every rank; rank 0 prints the rows."""
     from .comm.world import limit_threads, pick_device
-    from .sim.privacy_run import evaluate_saved_run
+    from .privacy.command import evaluate_saved_run
 
     def device_of(config):
         limit_threads(config.runtime.threads)

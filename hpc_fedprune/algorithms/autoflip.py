@@ -1,7 +1,7 @@
 """AutoFLIP: a mask guided by a federated loss-exploration phase (ALGORITHMS.md s4).
 
 Before round 1 the explorers train from the common start theta0
-(`hpc_fedprune.sim.explore`); rank 0 receives the mean squared displacement of every
+(`hpc_fedprune.exploration.phase`); rank 0 receives the mean squared displacement of every
 parameter and hands it to `set_exploration`. `initial_mask` normalises it per tensor and
 removes the ``floor(tau * N)`` lowest-scoring prunable entries (optionally whole units as
 well: ``structured``); the global model starts as ``theta0 * M`` (not the explored

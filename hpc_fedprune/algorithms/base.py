@@ -40,7 +40,7 @@ Server side (rank 0 only, once per round):
 
 All server and algorithm state lives in the object on rank 0 and is returned by
 ``state_dict`` for checkpoints. Per-client state lives in the client-state store
-(`hpc_fedprune.sim.client_home`), on the client's home rank, and is checkpointed there.
+(`hpc_fedprune.client_state.homes`), on the client's home rank, and is checkpointed there.
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ starts fast and runs on a laptop with a copy of ``run.h5``.
 >>> print(render_summary(summarize(run)))          # doctest: +SKIP
 """
 
-from hpc_fedprune.analysis.cli import (
+from .cli import (
     add_analyze_arguments,
     add_compare_arguments,
     run_analyze,
     run_compare,
 )
-from hpc_fedprune.analysis.compare import pareto_front
-from hpc_fedprune.analysis.masks import (
+from .compare import pareto_front
+from .masks import (
     OVERALL,
     ClientAgreement,
     MaskHistory,
@@ -24,7 +24,7 @@ from hpc_fedprune.analysis.masks import (
     client_agreement,
     mask_history,
 )
-from hpc_fedprune.analysis.runfile import (
+from .runfile import (
     SUPPORTED_FORMAT_VERSION,
     ClientMaskRound,
     MaskRecord,
@@ -32,7 +32,7 @@ from hpc_fedprune.analysis.runfile import (
     Run,
     load_run,
 )
-from hpc_fedprune.analysis.summary import Summary, render_summary, summarize
+from .summary import Summary, render_summary, summarize
 
 __all__ = [
     "OVERALL",

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc_fedprune.analysis import plots, tables
-from hpc_fedprune.analysis.compare import pareto_front, render_compare_table, write_compare_csv
-from hpc_fedprune.analysis.masks import MaskHistory, client_agreement, mask_history
-from hpc_fedprune.analysis.privacy import privacy_lines, read_privacy, write_privacy_csv
-from hpc_fedprune.analysis.runfile import Run, load_run
-from hpc_fedprune.analysis.summary import Summary, quality_of, render_summary, summarize
-from hpc_fedprune.errors import EXIT_OK, InputError
+from ..errors import EXIT_OK, InputError
+from . import plots, tables
+from .compare import pareto_front, render_compare_table, write_compare_csv
+from .masks import MaskHistory, client_agreement, mask_history
+from .privacy import privacy_lines, read_privacy, write_privacy_csv
+from .runfile import Run, load_run
+from .summary import Summary, quality_of, render_summary, summarize
 
 #: Where `run_compare` writes when no folder is given (relative to the working directory;
 #: not inside a runs folder, where a later ``compare runs/*`` would trip over it).

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc_fedprune.analysis.summary import Summary
-from hpc_fedprune.analysis.tables import write_csv
-from hpc_fedprune.analysis.units import format_bytes, format_percent
+from .summary import Summary
+from .tables import write_csv
+from .units import format_bytes, format_percent
 
 
 def pareto_front(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_fedprune.analysis.runfile import ClientMaskRound, MaskRecord, MaskTensor, Run
+from .runfile import ClientMaskRound, MaskRecord, MaskTensor, Run
 
 #: Name used in place of a tensor name for statistics over all prunable tensors together.
 OVERALL = "(all)"

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from hpc_fedprune.analysis.masks import OVERALL, MaskHistory
-from hpc_fedprune.analysis.summary import Quality
-from hpc_fedprune.analysis.units import byte_unit
+from .masks import OVERALL, MaskHistory
+from .summary import Quality
+from .units import byte_unit
 
 #: Printed when plots are skipped because matplotlib is missing.
 PLOT_NOTE = "plots skipped: matplotlib is not installed (pip install 'hpc_fedprune[plot]')"

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from hpc_fedprune.analysis.tables import write_csv
+from .tables import write_csv
 
 SOURCES = (("run", "run.h5"), ("privacy command", "privacy.h5"))
 

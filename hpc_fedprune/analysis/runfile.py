@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from hpc_fedprune.errors import InputError
+from ..errors import InputError
 
 #: The newest run-file layout this reader understands.
 SUPPORTED_FORMAT_VERSION = 1

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_fedprune.analysis.masks import OVERALL, ClientAgreement, MaskHistory
-from hpc_fedprune.analysis.runfile import Run
-from hpc_fedprune.analysis.units import format_bytes, format_duration, format_percent
+from .masks import OVERALL, ClientAgreement, MaskHistory
+from .runfile import Run
+from .units import format_bytes, format_duration, format_percent
 
 NAN = float("nan")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hpc_fedprune.analysis.masks import ClientAgreement, MaskHistory, MaskRecordStats
-from hpc_fedprune.analysis.runfile import Run
+from .masks import ClientAgreement, MaskHistory, MaskRecordStats
+from .runfile import Run
 
 
 def cell(value: object) -> str:

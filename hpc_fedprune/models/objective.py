@@ -1,7 +1,7 @@
 """What local training minimises and how it steps: the task's loss and the optimiser.
 
 One definition for every place that trains a network: the clients' local training
-(`hpc_fedprune.sim.train`) and the shadow models of the membership attacks
+(`hpc_fedprune.training.local`) and the shadow models of the membership attacks
 (`hpc_fedprune.privacy.shadow`), so both follow ``training.optimizer`` the same way.
 """
 

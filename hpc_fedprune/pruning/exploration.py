@@ -1,7 +1,7 @@
 """AutoFLIP's guidance: exploration displacement to scores, scores to a mask (ALGORITHMS.md s4).
 
 The arithmetic only; the exploration itself (training the explorers) is sim code
-(`hpc_fedprune.sim.explore`). Every function works on flat vectors over the whole model
+(`hpc_fedprune.exploration.phase`). Every function works on flat vectors over the whole model
 and a layout (`hpc_fedprune.models.flat.TensorInfo` per tensor):
 
 - `squared_displacement`: ``(theta_explored - theta_base)**2`` per parameter, float64;

@@ -29,24 +29,24 @@ import numpy as np
 import torch
 
 from ..algorithms.base import GlobalModel, RoundContext
+from ..client_state.homes import ClientStates
 from ..comm.world import World
 from ..config import Config, to_yaml
+from ..exchange import accounting
+from ..exchange.accumulate import ExactAccumulator
+from ..exploration.phase import include_cost, run_exploration
 from ..faults import maybe_fail
 from ..privacy import PrivacyEvaluator
 from ..store import RunFile
 from ..store.checkpoint import Checkpoint, write_checkpoint
 from ..store.exploration import write_exploration
-from . import accounting
-from .accumulate import ExactAccumulator
-from .client_grad import client_gradient, initial_trainer
-from .client_home import ClientStates
-from .clients import ClientTrainer
+from ..training.clients import ClientTrainer
+from ..training.evaluate import evaluate
+from ..training.gradients import client_gradient, initial_trainer
+from ..training.local import LocalTrainer
 from .cohort import sample_cohort
-from .evaluate import evaluate
-from .explore import include_cost, run_exploration
 from .setup import Setup, to_device
 from .signals import StopFlag
-from .train import LocalTrainer
 
 
 @dataclass

@@ -11,6 +11,7 @@ from hpc_fedprune.algorithms import GlobalModel, RoundContext, make_algorithm
 from hpc_fedprune.comm.encodings import plan_from_counts
 from hpc_fedprune.comm.world import World
 from hpc_fedprune.config import load_config
+from hpc_fedprune.exploration.phase import Explorer, choose_explorers, run_exploration
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.pruning import pruned_count
 from hpc_fedprune.pruning.exploration import (
@@ -21,9 +22,8 @@ from hpc_fedprune.pruning.exploration import (
     unit_mask,
 )
 from hpc_fedprune.pruning.prunable import prunable_mask
-from hpc_fedprune.sim.explore import Explorer, choose_explorers, run_exploration
 from hpc_fedprune.sim.setup import build_setup, to_device
-from hpc_fedprune.sim.train import LocalTrainer
+from hpc_fedprune.training.local import LocalTrainer
 
 SHAPE = (1, 12, 12)
 TINY = [

@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
+from hpc_fedprune.client_state.homes import ClientStates
+from hpc_fedprune.client_state.store import ClientStateStore
 from hpc_fedprune.errors import InputError
-from hpc_fedprune.sim.client_home import ClientStates
-from hpc_fedprune.sim.client_state import ClientStateStore
 from hpc_fedprune.store.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 
 N = 1000

@@ -14,7 +14,7 @@ from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.pruning import erk_counts, kept_count, pruned_count
 from hpc_fedprune.pruning.penalty import layer_slices, norm_penalty, norm_penalty_grad_
 from hpc_fedprune.pruning.prunable import prunable_mask, tensors_in
-from hpc_fedprune.sim.train import LocalTrainer
+from hpc_fedprune.training.local import LocalTrainer
 
 SHAPE = (1, 12, 12)
 
@@ -50,6 +50,7 @@ def test_error_feedback_moves_masked_weights_seen_as_zero_in_the_forward_pass():
     seen = []
     conv = next(m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_pre_hook(lambda mod, inp: seen.append(mod.weight.detach().clone()))
+
     def train_under_forward_mask(trainer, cfg):
         trainer.train(
             client=0,

@@ -14,12 +14,12 @@ from hpc_fedprune.config import load_config
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.pruning.prunable import prunable_mask
-from hpc_fedprune.sim.batches import client_batches, pack_group
-from hpc_fedprune.sim.clients import ClientTrainer
 from hpc_fedprune.sim.cohort import form_groups, schedule_groups
-from hpc_fedprune.sim.grouped import GroupTrainer, group_blocker, keep_freed_memory
-from hpc_fedprune.sim.stacked import stacked_forward, stacked_plan
-from hpc_fedprune.sim.train import LocalTrainer
+from hpc_fedprune.training.batches import client_batches, pack_group
+from hpc_fedprune.training.clients import ClientTrainer
+from hpc_fedprune.training.grouped import GroupTrainer, group_blocker, keep_freed_memory
+from hpc_fedprune.training.local import LocalTrainer
+from hpc_fedprune.training.stacked import stacked_forward, stacked_plan
 
 SHAPE = (3, 10, 10)
 

@@ -13,6 +13,8 @@ from hpc_fedprune.algorithms.base import Upload
 from hpc_fedprune.algorithms.merge import nnz_average
 from hpc_fedprune.config import load_config
 from hpc_fedprune.errors import InputError
+from hpc_fedprune.exchange.accounting import upload_info
+from hpc_fedprune.exchange.accumulate import ExactAccumulator
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.models.flat import TensorInfo
 from hpc_fedprune.pruning import erk_counts, pruned_count
@@ -20,8 +22,6 @@ from hpc_fedprune.pruning.dst import drop_and_regrow, erk_reprune
 from hpc_fedprune.pruning.importance import importance_mask, layer_time_vector
 from hpc_fedprune.pruning.prunable import prunable_mask
 from hpc_fedprune.pruning.schedules import Cubic
-from hpc_fedprune.sim.accounting import upload_info
-from hpc_fedprune.sim.accumulate import ExactAccumulator
 
 
 def lenet():
@@ -259,9 +259,9 @@ def test_feddst_uploads_values_over_the_global_mask_outside_readjustments():
 
 def test_client_gradient_uses_a_keyed_batch_and_leaves_the_local_model_alone():
     from hpc_fedprune.rng import Stream, numpy_rng
-    from hpc_fedprune.sim.client_grad import GRADIENT_KEY, client_gradient, initial_trainer
     from hpc_fedprune.sim.setup import build_setup, to_device
-    from hpc_fedprune.sim.train import LocalTrainer
+    from hpc_fedprune.training.gradients import GRADIENT_KEY, client_gradient, initial_trainer
+    from hpc_fedprune.training.local import LocalTrainer
 
     sizes = ["data.num_train=200", "partition.num_clients=4", "federation.clients_per_round=2"]
     config = load_config(None, [*sizes, "model.name=mlp", "runtime.seed=5"])

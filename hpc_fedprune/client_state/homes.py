@@ -28,7 +28,7 @@ import numpy as np
 from ..comm.state_exchange import alltoall_dicts, gather_dicts, scatter_dicts
 from ..comm.world import World
 from ..errors import InputError
-from .client_state import ClientStateStore
+from .store import ClientStateStore
 
 MB = 2**20
 CHUNK_BYTES = 64 * MB  # states per destination and exchange step (at least one)

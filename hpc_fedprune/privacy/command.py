@@ -24,9 +24,9 @@ import yaml
 from ..config import Config, to_yaml
 from ..config.load import build, check_consistency, parse_override, set_dotted
 from ..errors import InputError
-from ..privacy import PrivacyEvaluator
+from ..sim.setup import build_setup, to_device
 from ..store import RunFile
-from .setup import build_setup, to_device
+from . import PrivacyEvaluator
 
 CHANGEABLE = ("samples", "shadow_models", "shadow_samples", "shadow_epochs")
 

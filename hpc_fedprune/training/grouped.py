@@ -41,8 +41,8 @@ from ..algorithms.base import Algorithm
 from ..config import Config
 from ..models import set_dropout_generator
 from .batches import client_batches, pack_group
+from .local import ClientResult
 from .stacked import stacked_forward, stacked_plan
-from .train import ClientResult
 
 # Hooks a grouped client may override: they run per client outside the step loop, or (the
 # penalty gradient) on one client's slice of the stacked weights with no per-client state.

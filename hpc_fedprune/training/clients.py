@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cohort import form_groups, schedule_cohort, schedule_groups
+from ..sim.cohort import form_groups, schedule_cohort, schedule_groups
 from .grouped import GroupTrainer, group_blocker
-from .train import ClientResult, LocalTrainer
+from .local import ClientResult, LocalTrainer
 
 
 class ClientTrainer:

@@ -36,13 +36,13 @@ import torch
 from ..algorithms.base import GlobalModel
 from ..comm.world import World
 from ..config import Config
+from ..exchange import accounting
+from ..exchange.accumulate import ExactAccumulator
 from ..models import set_dropout_generator
 from ..rng import Stream, numpy_rng, torch_generator
-from . import accounting
-from .accumulate import ExactAccumulator
-from .batches import epoch_order
-from .cohort import schedule_cohort
-from .train import LocalTrainer
+from ..sim.cohort import schedule_cohort
+from ..training.batches import epoch_order
+from ..training.local import LocalTrainer
 
 # Fractional bits of the displacement sums: squared displacements are small (Adam moves a
 # weight by about lr per step), so 48 bits resolve 3.6e-15 and still hold sums up to 2**14.

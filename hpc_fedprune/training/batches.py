@@ -1,6 +1,6 @@
 """A client's local batch order, and the batch orders of a group packed into arrays.
 
-`client_batches` replays the batch order of `hpc_fedprune.sim.train.LocalTrainer` from the
+`client_batches` replays the batch order of `hpc_fedprune.training.local.LocalTrainer` from the
 same keyed stream (seed, CLIENT, round, client), so a client trained in a group sees exactly
 the samples, in the same steps, that it would see trained alone. `pack_group` lays the
 clients' batches side by side for a batched step: padded to the largest batch, with a
@@ -23,7 +23,7 @@ def epoch_order(
 
     Batch ``i`` is ``order[lo : lo + batch_size]`` for the ``i``-th ``lo`` of the range.
 
-    The single definition of the batch order: `hpc_fedprune.sim.train.LocalTrainer`,
+    The single definition of the batch order: `hpc_fedprune.training.local.LocalTrainer`,
     grouped training (`client_batches`) and the exploration phase all draw their epochs
     here, so a client sees the same batches whichever of them trains it.
     """
