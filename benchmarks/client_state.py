@@ -64,7 +64,7 @@ class Residuals:
         self.residual: torch.Tensor | None = None
         self.round = 0
 
-    def load_client_state(self, client, state):
+    def load(self, state) -> None:
         self.residual = None if state is None else torch.from_numpy(state["residual"])
 
     def train(self, client: int) -> None:
@@ -73,7 +73,7 @@ class Residuals:
         residual = torch.zeros_like(update) if self.residual is None else self.residual
         _, _, self.residual, _ = topk_step(update, residual, None, self.k)
 
-    def client_state(self, client):
+    def kept(self) -> dict:
         return {"residual": self.residual.numpy()}
 
 
@@ -115,11 +115,11 @@ def run(args, world: World) -> dict | None:
             clock = np.zeros(3)  # load, compute, keep: summed over this rank's clients
             for client in mine.tolist():
                 ta = time.perf_counter()
-                states.load(algo, client)
+                algo.load(states.take(client))
                 tb = time.perf_counter()
                 algo.train(client)
                 tc = time.perf_counter()
-                states.keep(algo, client)
+                states.keep(client, algo.kept())
                 clock += (tb - ta, tc - tb, time.perf_counter() - tc)
             t2 = time.perf_counter()
             states.send_back()

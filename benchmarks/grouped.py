@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hpc_fedprune.algorithms import make_algorithm  # noqa: E402
+from hpc_fedprune.algorithms import ClientPlan  # noqa: E402
 from hpc_fedprune.config import load_config  # noqa: E402
 from hpc_fedprune.models import FlatModel, build_model  # noqa: E402
 from hpc_fedprune.training.grouped import GroupTrainer  # noqa: E402
@@ -60,8 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randn(args.cohort * args.samples, 3, 32, 32, generator=gen)
     y = torch.randint(0, 10, (len(x),), generator=gen)
     parts = [np.arange(c * args.samples, (c + 1) * args.samples) for c in range(args.cohort)]
-    prunable = torch.zeros(net.numel, dtype=torch.bool)
-    algorithm = make_algorithm(config, prunable, net.trainable_mask(), net.layout)
+    dense = ClientPlan()  # FedAvg's plan: no mask, no penalty
     start = net.flat.detach().clone()
     local = LocalTrainer(net, config, "classification", x, y)
     group = GroupTrainer(net, config, "classification", x, y)
@@ -82,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def one_at_a_time() -> None:
         for c, part in enumerate(parts):
-            local.train(client=c, round_index=1, indices=part, start=start, mask=None, lr=0.1,
-                        algorithm=algorithm)  # fmt: skip
+            local.train(client=c, round_index=1, indices=part, start=start, plan=dense,
+                        lr=0.1)  # fmt: skip
 
     def grouped(size: int, stacked: bool):
         def run() -> None:
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             for lo in range(0, args.cohort, size):
                 members = list(range(lo, min(lo + size, args.cohort)))
                 w, _ = group.train(clients=members, round_index=1, parts=parts[lo : lo + size],
-                                   start=start, mask=None, lr=0.1, algorithm=algorithm)  # fmt: skip
+                                   start=start, plans=[dense] * len(members), lr=0.1)  # fmt: skip
                 for j in range(len(members)):
                     net.load_(w[j])  # what the round loop does for every client
 

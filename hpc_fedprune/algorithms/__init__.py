@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .autoflip import AutoFLIP
-from .base import Algorithm, GlobalModel, RoundContext, Upload
+from .base import (
+    Algorithm,
+    Channel,
+    ClientPlan,
+    ClientUpdate,
+    Difference,
+    GlobalModel,
+    RoundContext,
+    ServerResult,
+    ServerState,
+)
 from .feddip import FedDIP
 from .feddst import FedDST
 from .fedprox import FedProx
@@ -31,9 +41,19 @@ REGISTRY: dict[str, type[Algorithm]] = {
 
 def make_algorithm(config, prunable, trainable, layout=()) -> Algorithm:
     """The algorithm object named by ``config.algorithm.name``, given the model's layout."""
-    algorithm = REGISTRY[config.algorithm.name](config, prunable, trainable)
-    algorithm.set_layout(layout)
-    return algorithm
+    return REGISTRY[config.algorithm.name](config, prunable, trainable, layout)
 
 
-__all__ = ["Algorithm", "GlobalModel", "RoundContext", "Upload", "make_algorithm", "REGISTRY"]
+__all__ = [
+    "REGISTRY",
+    "Algorithm",
+    "Channel",
+    "ClientPlan",
+    "ClientUpdate",
+    "Difference",
+    "GlobalModel",
+    "RoundContext",
+    "ServerResult",
+    "ServerState",
+    "make_algorithm",
+]

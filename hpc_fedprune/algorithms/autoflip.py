@@ -2,11 +2,10 @@
 
 Before round 1 the explorers train from the common start theta0
 (`hpc_fedprune.exploration.phase`); rank 0 receives the mean squared displacement of every
-parameter and hands it to `set_exploration`. `initial_mask` normalises it per tensor and
-removes the ``floor(tau * N)`` lowest-scoring prunable entries (optionally whole units as
-well: ``structured``); the global model starts as ``theta0 * M`` (not the explored
-weights, the authors' code's item 2 in s4.7). Clients re-apply M after every step, so
-uploads travel as values over it.
+parameter, and `initial_mask` normalises it per tensor and removes the ``floor(tau * N)``
+lowest-scoring prunable entries (optionally whole units as well: ``structured``); the
+global model starts as ``theta0 * M`` (not the explored weights, the authors' code's
+item 2 in s4.7). Clients re-apply M after every step, so uploads travel as values over it.
 
 Server step (``server_update: ema``, the authors' code): ``v = beta v + (1 - beta) u``,
 ``w = w + server_lr v`` with ``u`` the sample-weighted mean update and ``beta =
@@ -24,9 +23,22 @@ import numpy as np
 import torch
 
 from ..pruning.exploration import guidance_mask, squared_displacement
-from .base import REAL_BITS, Algorithm, GlobalModel, GradientFn, RoundContext, Upload
+from .base import Algorithm, Channel, ServerState
 
 _COST = ("exploration_bytes_up", "exploration_bytes_down", "exploration_client_epochs")
+
+
+class AutoFLIPServer(ServerState):
+    """Rank 0's AutoFLIP state: the exploration cost, reported once with the first round."""
+
+    def __init__(self, cost: dict[str, float]) -> None:
+        super().__init__()
+        self.cost = cost
+
+    def take_cost(self) -> dict[str, float]:
+        """The exploration cost the first time, zeros afterwards (and after a resume)."""
+        out, self.cost = self.cost, dict.fromkeys(_COST, 0.0)
+        return out
 
 
 class AutoFLIP(Algorithm):
@@ -36,34 +48,21 @@ class AutoFLIP(Algorithm):
     prunes = True
     explores = True  # the round loop runs the exploration phase before round 1
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        self.cfg = config.algorithm.autoflip
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cfg = self.config.algorithm.autoflip
         # Without refresh every channel is zero off the fixed mask; the refresh channel is
         # dense (pruned entries moved from theta0 to zero).
         self.channels_within_mask = not self.cfg.refresh
         if self.cfg.refresh:
-            self.channel_bits = {"delta": REAL_BITS, "displacement": REAL_BITS}
-        self.scores: torch.Tensor | None = None  # rank 0: raw exploration scores
-        self.normalised: torch.Tensor | None = None  # rank 0: scores behind the current mask
-        self.reference: torch.Tensor | None = None  # theta0 (refresh)
-        self.exploration = None
-        self.cost = dict.fromkeys(_COST, 0.0)  # reported once, with the first round
+            self.channels = {"delta": Channel(), "displacement": Channel()}
+        self.theta0: torch.Tensor | None = None  # the common start (refresh), every rank
         if self.cfg.server_update == "ema":  # the authors' v = beta v + (1 - beta) u
-            self.server_dampening = config.federation.server_momentum
+            self.server_dampening = self.config.federation.server_momentum
 
-    def set_exploration(self, exploration) -> None:
-        """Receive the exploration phase's outcome (scores on rank 0 only) and its cost."""
-        self.exploration = exploration
-        self.scores = exploration.scores
-        self.cost = {
-            "exploration_bytes_up": float(exploration.bytes_up),
-            "exploration_bytes_down": float(exploration.bytes_down),
-            "exploration_client_epochs": float(exploration.client_epochs),
-        }
-
-    def _cut(self, scores: torch.Tensor) -> torch.Tensor:
-        mask, self.normalised = guidance_mask(
+    def cut(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask from raw scores, and the normalised scores behind it."""
+        return guidance_mask(
             scores,
             self.layout,
             self.prunable,
@@ -71,50 +70,54 @@ class AutoFLIP(Algorithm):
             normalisation=self.cfg.normalisation,
             structured=self.cfg.structured,
         )
-        return mask
 
-    def initial_mask(self, weights: torch.Tensor, gradient: GradientFn | None = None):
-        self.reference = weights.clone()
-        if self.scores is None:  # other ranks, or a resumed run: rank 0 / the checkpoint wins
+    def initial_mask(self, *, weights, gradient=None, train=None, exploration=None):
+        """The cut of the exploration scores (rank 0; other ranks receive its mask)."""
+        self.theta0 = weights.clone()
+        if exploration is None or exploration.scores is None:
+            # Other ranks, or a resumed run: rank 0's mask / the checkpoint's wins.
             return torch.ones(weights.numel(), dtype=torch.bool, device=weights.device)
-        return self._cut(self.scores.to(weights.device))
+        return self.cut(exploration.scores.to(weights.device))[0]
 
-    def upload(
-        self,
-        ctx: RoundContext,
-        model: GlobalModel,
-        local: torch.Tensor,
-        local_mask: torch.Tensor | None,
-        samples: int,
-    ) -> Upload:
-        up = super().upload(ctx, model, local, local_mask, samples)
+    def new_server(self, *, weights, mask, exploration=None) -> AutoFLIPServer:
+        cost = dict.fromkeys(_COST, 0.0)
+        if exploration is not None:
+            cost = {
+                "exploration_bytes_up": float(exploration.bytes_up),
+                "exploration_bytes_down": float(exploration.bytes_down),
+                "exploration_client_epochs": float(exploration.client_epochs),
+            }
+        return AutoFLIPServer(cost)
+
+    # ------------------------------------------------------------- client side
+    def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
+        update = super().finish_client(ctx=ctx, model=model, client=client, plan=plan, local=local)
         if self.cfg.refresh:
-            weight = samples / ctx.cohort_samples
-            disp = squared_displacement(local, self.reference).mul_(self.prunable)
-            up.channels["displacement"] = disp.mul_(weight)
-        return up
+            disp = squared_displacement(local, self.theta0).mul_(self.prunable)
+            update.channels["displacement"] = disp
+        return update
 
-    def server_step(
-        self, ctx: RoundContext, sums: dict[str, torch.Tensor], model: GlobalModel
-    ) -> GlobalModel:
-        mask = model.mask
-        if self.cfg.refresh:
-            mask = self._cut(sums["displacement"])
-        return GlobalModel(self.apply_update(model.weights, sums["delta"], mask), mask)
+    # ------------------------------------------------------------- server side
+    def server_step(self, *, ctx, sums, model, server):
+        result = super().server_step(ctx=ctx, sums=sums, model=model, server=server)
+        result.metrics.update(server.take_cost())
+        return result
 
-    def metrics(self) -> dict[str, float]:
-        """The exploration cost in the first reported round, zero afterwards."""
-        out, self.cost = self.cost, dict.fromkeys(_COST, 0.0)
-        return out
+    def keeps_old_mask(self, ctx) -> bool:
+        return not self.cfg.refresh  # a refreshed mask replaces the old one
 
-    def exploration_record(self) -> dict:
+    def server_prune(self, *, ctx, weights, sums, old):
+        return self.cut(sums["displacement"])[0] if self.cfg.refresh else old
+
+    def exploration_record(self, exploration) -> dict:
         """Rank 0: what the run file keeps under ``/exploration`` (see the README)."""
-        e, cfg = self.exploration, self.cfg
+        e, cfg = exploration, self.cfg
+        normalised = self.cut(e.scores)[1]
         return {
             "datasets": {
                 "clients": np.asarray(e.clients, dtype=np.int64),
                 "epochs": np.asarray(e.epochs, dtype=np.int64),
-                "scores": self.normalised.cpu().numpy().astype(np.float32),
+                "scores": normalised.cpu().numpy().astype(np.float32),
                 "displacement": e.scores.cpu().numpy().astype(np.float64),
             },
             "attrs": {

@@ -1,52 +1,54 @@
 """The algorithm interface: the few points where federated methods differ.
 
-An algorithm never sees MPI. The round loop (`hpc_fedprune.sim.loop`) calls the hooks
-below in a fixed order; this base class is plain FedAvg (FedAvgM with server momentum),
-and each method overrides only the points where it differs (DESIGN section 3b).
+An algorithm never sees MPI. The round loop (`hpc_fedprune.sim.loop`) calls it at fixed
+points; this base class is plain FedAvg (FedAvgM with server momentum), and each method
+overrides only the points where it differs. Every hook takes keyword arguments only and
+returns values: per-client data travels in a `ClientPlan` (before training) and a
+`ClientUpdate` (after), never in attributes of the algorithm; server state is a
+`ServerState` that exists on rank 0 only, made by `new_server` and handed to
+`server_step` by the loop; metrics come back with the results that produce them.
 
 Set-up (every rank, once):
-    ``set_layout``   -> the flat model's tensor layout, for per-tensor work (ERK masks,
-                        per-layer penalties); called by ``make_algorithm``
-    ``initial_mask`` -> the global mask before round 1 (None: dense), from the initial
-                        weights and ``gradient(client, rng)``: the flat loss gradient at
-                        those weights on the first batch of ``rng.permutation`` of that
-                        client's data (SNIP); rank 0's result is broadcast to all ranks;
-                        with ``initial_training = True`` also ``train(client, key, weights,
-                        mask)``, local training in place, so the method may change the
-                        initial weights in place (PruneFL's initial pruning on one client)
-    ``set_exploration`` -> only with ``explores = True``, before ``initial_mask`` and not
-                        on resume: the exploration phase's outcome (`hpc_fedprune.sim.
-                        explore`; AutoFLIP), its scores on rank 0 only
-Client side (every rank, once per client, in this order):
-    ``load_client_state`` -> only when ``client_state_arrays`` declares state: the
-                        client's persistent arrays as it left them (None at its first
-                        participation), whatever rank trained it before
-    ``begin_client`` -> remember per-client facts of the round (FedDIP: its mask and the
-                        round's penalty coefficient) before the hooks below run
-    ``train_mask``   -> the mask re-applied after every optimiser step (None: dense)
-    ``forward_mask`` -> error feedback: forward and backward see ``w * M``, the step is
-                        applied to the dense ``w`` (None: the forward pass sees ``w``)
-    ``add_penalty_grad`` -> the gradient of an extra local loss term (FedProx, FedDIP),
-                        taken at the weights the forward pass saw
-    ``local_gradient`` -> only when ``needs_client_gradient(ctx)``: the flat loss
-                        gradient at the trained weights on one batch keyed by (seed,
-                        round, client) (FedDST's regrowth, PruneFL's squared gradients)
-    ``finish_local`` -> changes to the local model after training (local purge)
-    ``upload``       -> what the client sends, and the sums the server needs from it
-    ``client_state`` -> only with declared state: the arrays to keep until the client's
-                        next participation (Top-k's residual), stored exactly
+    ``__init__(config, prunable, trainable, layout)``
+    ``initial_mask(weights=, gradient=, train=, exploration=)`` -> the global mask before
+        round 1 (None: dense). ``gradient(client, rng)`` is the flat loss gradient at
+        ``weights`` on the first batch of ``rng.permutation`` of the client's data (SNIP);
+        ``train(client, key, weights, mask)`` trains a client from ``weights`` in place
+        (PruneFL's initial pruning may change the initial weights); ``exploration`` is the
+        outcome of the exploration phase (methods with ``explores = True``; its scores
+        exist on rank 0 only). Rank 0's mask and weights are broadcast to every rank.
+    ``new_server(weights=, mask=, exploration=)`` -> rank 0 only: the server's state.
+Client side (every rank, once per client of the round, in this order):
+    ``plan_client(ctx=, model=, client=, state=)`` -> `ClientPlan`: how the client trains
+        (train mask, forward mask, penalty, whether it reports a gradient, whether it may
+        train in a group). ``state`` holds the client's persistent arrays as it left them
+        (None at its first participation, and for methods that declare none).
+    local training, by the loop (`hpc_fedprune.training`)
+    ``finish_client(ctx=, model=, client=, plan=, local=, gradient=, state=)`` ->
+        `ClientUpdate`: what the client sends, the sums the server needs from it, its new
+        persistent arrays and its metrics. ``local`` is the trained flat model (the
+        method may change it in place: a local purge); ``gradient`` the flat loss
+        gradient at ``local`` on one keyed batch when the plan asked for it.
 Server side (rank 0 only, once per round):
-    ``server_step``  -> new global weights and mask from the exact sums of all uploads
+    ``server_step(ctx=, sums=, model=, server=)`` -> `ServerResult`: the new global model
+        from the exact sums of all uploads, in three steps that methods override
+        separately: ``aggregate`` (the merged weights), ``keeps_old_mask`` (whether the old
+        mask zeroes them before re-pruning) and ``server_prune`` (the new mask: scheduled
+        magnitude pruning, gradient reselection, ERK re-pruning, ...).
 
-All server and algorithm state lives in the object on rank 0 and is returned by
-``state_dict`` for checkpoints. Per-client state lives in the client-state store
-(`hpc_fedprune.client_state.homes`), on the client's home rank, and is checkpointed there.
+Sums: each channel a method declares in ``channels`` is summed over the cohort exactly
+(int64 fixed point with the channel's fractional bits). The loop multiplies every
+``weighted`` channel by the client's sample weight ``p_c = n_c / sum of n over the cohort``
+(once, for every method) and rounds the client's trained weights to ``comm.value_dtype``
+before ``finish_client`` (``sends_weights``), so a method writes unweighted per-client
+quantities of what travels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,7 +64,49 @@ COUNT_BITS = 0
 GradientFn = Callable[[int, np.random.Generator], torch.Tensor]
 # train(client, key, weights, mask): local training of ``client`` from ``weights`` in place,
 # under ``mask`` (None: dense), batches keyed by (seed, round 0, client, key) (`initial_mask`).
-TrainFn = Callable[[int, int, torch.Tensor, torch.Tensor | None], None]
+TrainFn = Callable[[int, int, torch.Tensor, "torch.Tensor | None"], None]
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A quantity every client adds to the server's exact sums.
+
+    Attributes
+    ----------
+    bits : int
+        Fractional bits of its fixed-point sum (`REAL_BITS` for real values,
+        `COUNT_BITS` for integer counts).
+    weighted : bool
+        Whether the loop multiplies a client's value by its sample weight ``p_c`` before
+        summing (True: the sum is a weighted mean; False: a plain sum, e.g. votes).
+    """
+
+    bits: int = REAL_BITS
+    weighted: bool = True
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A channel value ``minuend - subtrahend`` that the accumulator forms in float64.
+
+    Lets a method send ``w_c - w_global`` without building model-sized float64
+    temporaries per client: the subtraction, the sample weight and the fixed-point scaling
+    happen in one pass over the accumulator's own buffer.
+    """
+
+    minuend: torch.Tensor
+    subtrahend: torch.Tensor
+
+
+class Penalty(Protocol):
+    """An extra term of the local loss, given by its closed-form gradient."""
+
+    def add_grad_(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
+        """Add the term's gradient at ``params`` to the flat ``grad`` in place.
+
+        ``params`` holds the weights the forward pass saw (``w * M`` under a forward mask),
+        ``anchor`` the weights the client downloaded.
+        """
 
 
 @dataclass(frozen=True)
@@ -101,9 +145,37 @@ class GlobalModel:
     mask: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class ClientPlan:
+    """How one client trains in this round (from `Algorithm.plan_client`).
+
+    Attributes
+    ----------
+    train_mask : torch.Tensor or None
+        Re-applied after every local optimiser step (projection: pruned weights stay 0).
+    forward_mask : torch.Tensor or None
+        Error feedback: forward and backward see ``w * M`` and the optimiser steps the
+        dense ``w`` (Lin et al. 2020), so masked coordinates keep moving.
+    penalty : Penalty or None
+        An extra local loss term (FedProx's proximal term, FedDIP's norm penalty).
+    needs_gradient : bool
+        The client reports its loss gradient at the trained weights on one batch keyed
+        by (seed, round, client) (``gradient`` of `Algorithm.finish_client`).
+    groupable : bool
+        Whether the client may train in a group of clients (``training.group_size``);
+        False keeps it on the one-client-at-a-time trainer.
+    """
+
+    train_mask: torch.Tensor | None = None
+    forward_mask: torch.Tensor | None = None
+    penalty: Penalty | None = None
+    needs_gradient: bool = False
+    groupable: bool = True
+
+
 @dataclass
-class Upload:
-    """One client's upload.
+class ClientUpdate:
+    """What one client sends after training, and what it keeps (from `finish_client`).
 
     Attributes
     ----------
@@ -113,26 +185,62 @@ class Upload:
     support : torch.Tensor or None
         Bool positions that travel; None means every position.
     shared_support : bool
-        True when the support is the global mask the server already holds, so the
-        values travel without indices.
-    local_mask : torch.Tensor or None
-        A client-local mask sent beside the values (FedSparsify-Local), counted in bytes.
+        True when the support is a mask the server already holds (the global mask, or
+        one it can draw from the client's key), so the values travel without positions.
+    channels : dict
+        ``name -> float tensor or Difference``: the client's unweighted contribution to
+        each declared `Channel`, computed from what it sent.
     side : tuple of torch.Tensor
         Further vectors sent beside the message, each encoded on its own and counted in
         bytes: a bool tensor as a mask (FedDST's client mask), a float tensor as values
         (PruneFL's gradient).
-    channels : dict
-        ``name -> float64 tensor``: the quantities the server sums over the cohort,
-        computed from what was sent; summed exactly in fixed point with the fractional
-        bits the algorithm declares in ``channel_bits``.
+    client_mask : torch.Tensor or None
+        The client's own mask, recorded in the run file (``/clients/masks``) where it
+        carries information the global mask does not.
+    state : dict or None
+        The client's new persistent arrays (``client_state_arrays``), kept until its
+        next participation.
+    metrics : dict
+        Per-client numbers; the loop reports their sample-weighted mean over the round's
+        clients in ``/metrics``.
     """
 
     message: torch.Tensor
     support: torch.Tensor | None = None
     shared_support: bool = False
-    local_mask: torch.Tensor | None = None
-    channels: dict[str, torch.Tensor] = field(default_factory=dict)
+    channels: dict[str, torch.Tensor | Difference] = field(default_factory=dict)
     side: tuple[torch.Tensor, ...] = ()
+    client_mask: torch.Tensor | None = None
+    state: dict[str, np.ndarray] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ServerResult:
+    """The server's new global model and the round's method metrics."""
+
+    model: GlobalModel
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class ServerState:
+    """What the server keeps between rounds, on rank 0 only: the server momentum buffer.
+
+    Methods with more server state subclass it and extend `state_dict` and
+    `load_state_dict`, which carry it through checkpoints.
+    """
+
+    def __init__(self) -> None:
+        self.momentum: torch.Tensor | None = None
+
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        """Arrays for the checkpoint (moved to the CPU); None entries are not stored."""
+        return {"momentum": None if self.momentum is None else self.momentum.cpu()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], device) -> None:
+        """Restore from a checkpoint's arrays (missing names mean None)."""
+        m = state.get("momentum")
+        self.momentum = None if m is None else m.to(device)
 
 
 class Algorithm:
@@ -146,166 +254,153 @@ class Algorithm:
         Bool vector over the flat model: the positions a pruning method may remove.
     trainable : torch.Tensor
         Bool vector over the flat model: parameters (True) versus buffers (False).
+    layout : sequence of TensorInfo
+        The flat model's tensors (``FlatModel.layout``), for per-tensor work (ERK masks,
+        per-layer penalties).
     """
 
     name = "fedavg"
     prunes = False  # whether the method keeps a global mask (and writes /masks)
-    channel_bits = {"delta": REAL_BITS}  # what every client's upload adds to the sums
+    channels: Mapping[str, Channel] = {"delta": Channel()}  # what each client adds to the sums
     # True when every channel is zero outside the global mask (clients train under it and
     # send nothing else), so the ranks' sums travel as values over the mask, no indices.
     channels_within_mask = False
-    # True when `initial_mask` takes ``train=`` (local training before round 1).
-    initial_training = False
-    # True when the loop runs the exploration phase before round 1 (`set_exploration`).
+    # True when the loop runs the exploration phase before round 1 (`initial_mask` then
+    # receives its outcome).
     explores = False
-    # Persistent per-client arrays, ``name -> (numpy dtype, length)`` (empty: none); the
-    # loop then calls `load_client_state` before training and `client_state` after upload.
-    client_state_arrays: dict[str, tuple] = {}
-
-    def __init__(self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor) -> None:
-        self.config = config
-        self.prunable = prunable
-        self.trainable = trainable
-        self.momentum: torch.Tensor | None = None  # server momentum buffer (FedAvgM)
-
-    # ------------------------------------------------------------------ set-up
-    layout: tuple = ()  # TensorInfo per tensor of the flat model (see set_layout)
-
-    def set_layout(self, layout) -> None:
-        """Receive the flat model's layout (``FlatModel.layout``) before any other hook."""
-        self.layout = tuple(layout)
-
-    def initial_mask(
-        self, weights: torch.Tensor, gradient: GradientFn | None = None
-    ) -> torch.Tensor | None:
-        """The global mask before round 1 (None: dense).
-
-        ``gradient(client, rng)`` returns the flat loss gradient at ``weights`` on the first
-        batch of ``rng.permutation`` of ``client``'s data, for masks scored at
-        initialisation; draw ``client`` and pass ``rng`` from a keyed stream so that the
-        choice does not depend on the ranks.
-        """
-        return None
-
-    # ------------------------------------------------------------- client side
-    def load_client_state(self, client: int, state: dict[str, np.ndarray] | None) -> None:
-        """Receive ``client``'s persistent arrays before its training (None: first time).
-
-        Called only for methods that declare ``client_state_arrays``; the arrays are host
-        numpy arrays of the declared dtypes and lengths, owned by the algorithm from now on.
-        """
-
-    def client_state(self, client: int) -> dict[str, np.ndarray]:
-        """The arrays ``client`` keeps until its next participation (after ``upload``)."""
-        return {}
-
-    def begin_client(self, ctx: RoundContext, model: GlobalModel, client: int) -> None:
-        """Called first for every client of a round: a place to prepare what later hooks use."""
-
-    def train_mask(self, ctx: RoundContext, model: GlobalModel, client: int) -> torch.Tensor | None:
-        """Mask re-applied after every local optimiser step; default: the global mask."""
-        return model.mask
-
-    def forward_mask(
-        self, ctx: RoundContext, model: GlobalModel, client: int
-    ) -> torch.Tensor | None:
-        """Mask the forward pass sees, with the gradient applied to the dense weights.
-
-        When set, every local step runs forward and backward on ``w * M`` and the optimiser
-        then steps the dense ``w`` (error feedback, Lin et al. 2020): masked coordinates keep
-        moving. Default None: the forward pass sees the weights themselves.
-        """
-        return None
-
-    def add_penalty_grad(
-        self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor
-    ) -> None:
-        """Add the gradient of an extra local loss term to the flat gradient, in place.
-
-        Penalties of the methods here (proximal, norm) have closed-form gradients, so one
-        vector operation on the flat buffers replaces a second autograd graph per step.
-        ``params`` holds the weights the forward pass saw (``w * M`` under a forward mask),
-        ``anchor`` the weights the client downloaded.
-        """
-
-    def needs_client_gradient(self, ctx: RoundContext) -> bool:
-        """Whether the round's clients report a loss gradient (``local_gradient``); default no."""
-        return False
-
-    def local_gradient(
-        self, ctx: RoundContext, model: GlobalModel, client: int, grad: torch.Tensor
-    ) -> None:
-        """Receive the flat loss gradient at the client's trained weights on one batch.
-
-        Called after training and before ``finish_local``, only when
-        ``needs_client_gradient(ctx)``; the batch is keyed by (seed, round, client).
-        """
-
-    def finish_local(
-        self, ctx: RoundContext, model: GlobalModel, local: torch.Tensor, client: int
-    ) -> torch.Tensor | None:
-        """Change the local weights in place after training; return a client-local mask or None."""
-        return None
-
-    def upload(
-        self,
-        ctx: RoundContext,
-        model: GlobalModel,
-        local: torch.Tensor,
-        local_mask: torch.Tensor | None,
-        samples: int,
-    ) -> Upload:
-        """The client sends its weights (over the global mask when there is one).
-
-        The server's inverse turns them into the sample-weighted update
-        ``p_c (w_c - w_global)`` with ``p_c = n_c / sum of n over the cohort``.
-        """
-        weight = samples / ctx.cohort_samples
-        delta = (local.double() - model.weights.double()) * weight
-        return Upload(
-            message=local,
-            support=model.mask,
-            shared_support=model.mask is not None,
-            channels={"delta": delta},
-        )
-
-    # ------------------------------------------------------------- server side
-    def server_step(
-        self, ctx: RoundContext, sums: dict[str, torch.Tensor], model: GlobalModel
-    ) -> GlobalModel:
-        """FedAvg(M): ``v = beta v + mean_delta``, ``w = w + server_lr * v``, masked."""
-        return GlobalModel(self.apply_update(model.weights, sums["delta"], model.mask), model.mask)
-
+    # Persistent per-client arrays, ``name -> (numpy dtype, length)`` (empty: none).
+    client_state_arrays: Mapping[str, tuple] = {}
+    # True when the message is the client's trained weights (or a masked part of them):
+    # the loop rounds them to ``comm.value_dtype`` before `finish_client`. A method that
+    # builds another message (Top-k) sets False and rounds it with `round_to_wire_`.
+    sends_weights = True
     # Momentum dampening d of the server step, ``v = beta v + (1 - d) u``: 0 for FedAvgM;
     # AutoFLIP's EMA sets d = beta.
     server_dampening = 0.0
 
-    def apply_update(
-        self, weights: torch.Tensor, mean_delta: torch.Tensor, mask: torch.Tensor | None
+    def __init__(
+        self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor, layout=()
+    ) -> None:
+        self.config = config
+        self.prunable = prunable
+        self.trainable = trainable
+        self.layout = tuple(layout)
+
+    # ------------------------------------------------------------------ set-up
+    def initial_mask(
+        self,
+        *,
+        weights: torch.Tensor,
+        gradient: GradientFn | None = None,
+        train: TrainFn | None = None,
+        exploration: Any = None,
+    ) -> torch.Tensor | None:
+        """The global mask before round 1 (None: dense); may change ``weights`` in place."""
+        return None
+
+    def new_server(
+        self, *, weights: torch.Tensor, mask: torch.Tensor | None, exploration: Any = None
+    ) -> ServerState:
+        """Rank 0: the server's state before round 1 (restored from a checkpoint on resume)."""
+        return ServerState()
+
+    # ------------------------------------------------------------- client side
+    def plan_client(
+        self,
+        *,
+        ctx: RoundContext,
+        model: GlobalModel,
+        client: int,
+        state: Mapping[str, np.ndarray] | None = None,
+    ) -> ClientPlan:
+        """Train under the global mask (re-applied after every step); no penalty."""
+        return ClientPlan(train_mask=model.mask)
+
+    def finish_client(
+        self,
+        *,
+        ctx: RoundContext,
+        model: GlobalModel,
+        client: int,
+        plan: ClientPlan,
+        local: torch.Tensor,
+        gradient: torch.Tensor | None = None,
+        state: Mapping[str, np.ndarray] | None = None,
+    ) -> ClientUpdate:
+        """Send the trained weights (over the global mask when there is one).
+
+        The server's sum of ``p_c (w_c - w_global)`` is the weighted mean update.
+        """
+        return ClientUpdate(
+            message=local,
+            support=model.mask,
+            shared_support=model.mask is not None,
+            channels={"delta": Difference(local, model.weights)},
+        )
+
+    # ------------------------------------------------------------- server side
+    def server_step(
+        self,
+        *,
+        ctx: RoundContext,
+        sums: Mapping[str, torch.Tensor],
+        model: GlobalModel,
+        server: ServerState,
+    ) -> ServerResult:
+        """Aggregate, zero what the old mask pruned (``keeps_old_mask``), re-prune.
+
+        The one server step of every method: ``aggregate`` gives the merged float32
+        weights, ``server_prune`` the new mask, and the weights leave masked by it.
+        """
+        weights = self.aggregate(ctx=ctx, sums=sums, model=model, server=server)
+        kept = model.mask is not None and self.keeps_old_mask(ctx)
+        if kept:
+            weights.mul_(model.mask)
+        mask = self.server_prune(ctx=ctx, weights=weights, sums=sums, old=model.mask)
+        if mask is not None and not (kept and mask is model.mask):
+            weights.mul_(mask)
+        return ServerResult(GlobalModel(weights, mask))
+
+    def aggregate(
+        self,
+        *,
+        ctx: RoundContext,
+        sums: Mapping[str, torch.Tensor],
+        model: GlobalModel,
+        server: ServerState,
     ) -> torch.Tensor:
-        """Server learning rate and momentum on a mean update, in float64, then masked."""
+        """FedAvg(M): ``v = beta v + mean_delta``, ``w = w + server_lr * v`` (float32)."""
+        return self.apply_update(server, model.weights, sums["delta"])
+
+    def keeps_old_mask(self, ctx: RoundContext) -> bool:
+        """Whether the aggregate is multiplied by the old mask before `server_prune`.
+
+        True (the default): a pruned weight stays pruned unless `server_prune` picks it
+        again, and then it returns at 0.
+        """
+        return True
+
+    def server_prune(
+        self,
+        *,
+        ctx: RoundContext,
+        weights: torch.Tensor,
+        sums: Mapping[str, torch.Tensor],
+        old: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """The global mask after this round (default: the old one, unchanged)."""
+        return old
+
+    def apply_update(
+        self, server: ServerState, weights: torch.Tensor, mean_delta: torch.Tensor
+    ) -> torch.Tensor:
+        """Server learning rate and momentum on a mean update, in float64, to float32."""
         fed = self.config.federation
         step = mean_delta
         if fed.server_momentum > 0:
-            if self.momentum is None:
-                self.momentum = torch.zeros_like(mean_delta)
-            self.momentum.mul_(fed.server_momentum)
-            self.momentum.add_(mean_delta, alpha=1.0 - self.server_dampening)
-            step = self.momentum
-        new = (weights.double() + fed.server_lr * step).to(torch.float32)
-        if mask is not None:
-            new.mul_(mask)
-        return new
-
-    # ------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict:
-        """Server/algorithm state for checkpoints (tensors moved to the CPU)."""
-        return {"momentum": None if self.momentum is None else self.momentum.cpu()}
-
-    def load_state_dict(self, state: dict, device: str) -> None:
-        m = state.get("momentum")
-        self.momentum = None if m is None else m.to(device)
-
-    def metrics(self) -> dict[str, float]:
-        """Extra per-round metrics of the method (written to /metrics)."""
-        return {}
+            if server.momentum is None:
+                server.momentum = torch.zeros_like(mean_delta)
+            server.momentum.mul_(fed.server_momentum)
+            server.momentum.add_(mean_delta, alpha=1.0 - self.server_dampening)
+            step = server.momentum
+        return (weights.double() + fed.server_lr * step).to(torch.float32)

@@ -28,10 +28,10 @@ import torch
 from ..errors import InputError
 from ..pruning.erk import erk_random_mask
 from ..pruning.magnitude import global_magnitude_mask
-from ..pruning.penalty import layer_slices, norm_penalty_grad_
+from ..pruning.penalty import NormPenalty, layer_slices
 from ..pruning.schedules import Cubic, FedDIPLambda
 from ..rng import Stream, numpy_rng
-from .base import Algorithm, GlobalModel, RoundContext, Upload
+from .base import Algorithm, ClientPlan, ClientUpdate, Difference, RoundContext
 
 
 class FedDIP(Algorithm):
@@ -40,9 +40,9 @@ class FedDIP(Algorithm):
     name = "feddip"
     prunes = True
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        cfg = config.algorithm.feddip
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config.algorithm.feddip
         self.cfg = cfg
         self.prunes = cfg.mode != "reg_only"
         self.penalised = cfg.mode != "feddp"
@@ -53,18 +53,10 @@ class FedDIP(Algorithm):
             )
         # Masked uploads: w * M - w_global is zero outside M, so rank sums travel over M.
         self.channels_within_mask = self.prunes and cfg.upload == "masked"
-        rounds = config.federation.rounds
+        rounds = self.config.federation.rounds
         self.schedule = feddip_schedule(cfg, rounds)
         self.lambdas = FedDIPLambda(T=rounds, lambda_max=cfg.lambda_max)
-        self.slices: tuple[slice, ...] = ()
-        self.client_mask: torch.Tensor | None = None  # the current client's mask
-        self.lam = 0.0  # the current client's penalty coefficient
-        self.round_lam = 0.0  # the latest server round's coefficient (for /metrics)
-
-    def set_layout(self, layout) -> None:
-        super().set_layout(layout)
-        if self.penalised:
-            self.slices = layer_slices(self.layout, self.prunable)
+        self.slices = layer_slices(self.layout, self.prunable) if self.penalised else ()
 
     def reconfigures(self, round_index: int) -> bool:
         """Whether the server re-prunes after this round (the paper's ``t mod k == 0``)."""
@@ -75,67 +67,62 @@ class FedDIP(Algorithm):
         return self.lambdas(round_index - 1) if self.penalised else 0.0
 
     # ------------------------------------------------------------- client side
-    def begin_client(self, ctx: RoundContext, model: GlobalModel, client: int) -> None:
-        self.lam = self.coefficient(ctx.round)
-        self.client_mask = None
-        if self.prunes:
-            self.client_mask = (
-                model.mask if model.mask is not None else self.first_mask(ctx, client)
-            )
+    def client_mask(self, ctx: RoundContext, model, client: int) -> torch.Tensor | None:
+        """The mask a client trains under: the global one, or round 1's own ERK draw."""
+        if not self.prunes:
+            return None
+        return model.mask if model.mask is not None else self.first_mask(ctx, client)
 
     def first_mask(self, ctx: RoundContext, client: int) -> torch.Tensor:
         """A client's own random ERK mask at density ``1 - s_0`` (before the first global mask)."""
         rng = numpy_rng(ctx.seed, Stream.MASK, ctx.round, client)
         return erk_random_mask(self.layout, self.prunable, 1.0 - self.cfg.s_0, rng)
 
-    def train_mask(self, ctx, model, client):
-        return None  # no projection: masked weights keep moving (error feedback)
+    def plan_client(self, *, ctx, model, client, state=None) -> ClientPlan:
+        """Error feedback under the client's mask (no projection), plus the norm penalty."""
+        lam = self.coefficient(ctx.round)
+        return ClientPlan(
+            forward_mask=self.client_mask(ctx, model, client),
+            # Under the forward mask the penalty is on the masked weights w * M.
+            penalty=NormPenalty(self.slices, lam) if lam != 0 and self.slices else None,
+        )
 
-    def forward_mask(self, ctx, model, client):
-        return self.client_mask
-
-    def add_penalty_grad(self, params, grad, anchor) -> None:
-        # Under the forward mask ``params`` holds w * M: the penalty is on the masked weights.
-        norm_penalty_grad_(grad, params, self.slices, self.lam)
-
-    def finish_local(self, ctx, model, local, client):
-        """Masked upload: zero the masked coordinates; return round 1's own mask (recorded)."""
-        if self.client_mask is not None and self.cfg.upload == "masked":
-            local.mul_(self.client_mask)
-        return self.client_mask if model.mask is None else None
-
-    def upload(self, ctx, model, local, local_mask, samples) -> Upload:
-        support = self.client_mask if self.cfg.upload == "masked" else None
-        delta = (local.double() - model.weights.double()) * (samples / ctx.cohort_samples)
-        return Upload(
+    def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
+        """Masked upload: zero the masked coordinates, send values over the mask."""
+        mask = plan.forward_mask
+        masked = mask is not None and self.cfg.upload == "masked"
+        if masked:
+            local.mul_(mask)
+        return ClientUpdate(
             message=local,
-            support=support,
-            shared_support=support is not None,
-            channels={"delta": delta},
+            support=mask if masked else None,
+            shared_support=masked,
+            channels={"delta": Difference(local, model.weights)},
+            # Round 1's own random masks are recorded; later ones are the global mask.
+            client_mask=mask if model.mask is None else None,
         )
 
     # ------------------------------------------------------------- server side
-    def server_step(self, ctx, sums, model) -> GlobalModel:
-        self.round_lam = self.coefficient(ctx.round)
-        if not self.prunes:
-            return super().server_step(ctx, sums, model)
-        merged = self.apply_update(model.weights, sums["delta"], None)
-        old = model.mask
+    def server_step(self, *, ctx, sums, model, server):
+        result = super().server_step(ctx=ctx, sums=sums, model=model, server=server)
+        result.metrics["penalty_lambda"] = self.coefficient(ctx.round)
+        return result
+
+    def keeps_old_mask(self, ctx: RoundContext) -> bool:
+        """Nested masks apply the old one first; free regrowth prunes the unmasked aggregate."""
+        return self.cfg.regrowth == "nested" or not self.reconfigures(ctx.round)
+
+    def server_prune(self, *, ctx, weights, sums, old):
+        """Every ``reconfig_interval`` rounds: global magnitude at the cubic schedule's sparsity."""
+        if not self.prunes or not self.reconfigures(ctx.round):
+            return old
         nested = self.cfg.regrowth == "nested"
-        if old is not None and (nested or not self.reconfigures(ctx.round)):
-            merged.mul_(old)
-        if not self.reconfigures(ctx.round):
-            return GlobalModel(merged, old)
-        mask = global_magnitude_mask(
-            merged,
+        return global_magnitude_mask(
+            weights,
             self.prunable,
             self.schedule(ctx.round - 1),
             current_mask=old if nested else None,
         )
-        return GlobalModel(merged.mul_(mask), mask)
-
-    def metrics(self) -> dict[str, float]:
-        return {"penalty_lambda": self.round_lam}
 
 
 def feddip_schedule(cfg, rounds: int) -> Cubic:

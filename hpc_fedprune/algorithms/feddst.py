@@ -32,7 +32,7 @@ from ..pruning.dst import drop_and_regrow, erk_reprune
 from ..pruning.erk import erk_counts, erk_random_mask
 from ..pruning.schedules import CosineDrop
 from ..rng import Stream, numpy_rng
-from .base import COUNT_BITS, REAL_BITS, Algorithm, GlobalModel, GradientFn, RoundContext, Upload
+from .base import COUNT_BITS, Algorithm, Channel, ClientPlan, ClientUpdate
 from .merge import nnz_average
 
 
@@ -42,22 +42,18 @@ class FedDST(Algorithm):
     name = "feddst"
     prunes = True
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        cfg = config.algorithm.feddst
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config.algorithm.feddst
         self.cfg = cfg
-        rounds = config.federation.rounds
-        self.drop = CosineDrop(alpha=cfg.alpha, t_end=cfg.decay_end or rounds)
-        self.channel_bits = {"kept_weight": REAL_BITS, "kept_share": REAL_BITS}
+        self.drop = CosineDrop(
+            alpha=cfg.alpha, t_end=cfg.decay_end or self.config.federation.rounds
+        )
+        channels = {"kept_weight": Channel(), "kept_share": Channel()}
         if cfg.min_votes > 0:
-            self.channel_bits["votes"] = COUNT_BITS
-        self.counts: dict[str, int] = {}
-        self.client_mask: torch.Tensor | None = None  # the current client's mask
-        self.grad: torch.Tensor | None = None  # the current client's gradient, if asked
-
-    def set_layout(self, layout) -> None:
-        super().set_layout(layout)
-        self.counts = erk_counts(self.layout, self.prunable, 1.0 - self.cfg.sparsity)
+            channels["votes"] = Channel(COUNT_BITS, weighted=False)
+        self.channels = channels
+        self.counts = erk_counts(self.layout, self.prunable, 1.0 - cfg.sparsity)
 
     def readjusts(self, round_index: int) -> bool:
         """Whether clients drop and regrow in this round (and the server re-prunes)."""
@@ -68,54 +64,49 @@ class FedDST(Algorithm):
         """The cosine-annealed readjustment ratio ``alpha_t`` of a round."""
         return self.drop(round_index)
 
-    def initial_mask(self, weights: torch.Tensor, gradient: GradientFn | None = None):
+    def initial_mask(self, *, weights, gradient=None, train=None, exploration=None):
         rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
         return erk_random_mask(self.layout, self.prunable, 1.0 - self.cfg.sparsity, rng)
 
     # ------------------------------------------------------------- client side
-    def begin_client(self, ctx: RoundContext, model: GlobalModel, client: int) -> None:
-        self.client_mask = model.mask
-        self.grad = None
+    def plan_client(self, *, ctx, model, client, state=None) -> ClientPlan:
+        return ClientPlan(train_mask=model.mask, needs_gradient=self.readjusts(ctx.round))
 
-    def needs_client_gradient(self, ctx: RoundContext) -> bool:
-        return self.readjusts(ctx.round)
-
-    def local_gradient(self, ctx, model, client, grad) -> None:
-        self.grad = grad
-
-    def finish_local(self, ctx, model, local, client):
-        """Readjustment rounds: drop and regrow, return the client's new mask (recorded)."""
-        if self.grad is None:
-            return None
-        frac = self.fraction(ctx.round)
-        mask = drop_and_regrow(local, self.grad, model.mask, self.layout, self.prunable, frac)
-        local.mul_(mask)  # dropped weights leave; regrown ones are zero already
-        self.client_mask, self.grad = mask, None
-        return mask
-
-    def upload(self, ctx, model, local, local_mask, samples) -> Upload:
-        mask = self.client_mask
-        share = mask.double() * (samples / ctx.cohort_samples)
-        channels = {"kept_weight": local.double() * share, "kept_share": share}
-        if "votes" in self.channel_bits:
+    def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
+        """Readjustment rounds: drop and regrow; the new mask travels beside the values."""
+        mask, own = model.mask, None
+        if gradient is not None:
+            frac = self.fraction(ctx.round)
+            own = drop_and_regrow(local, gradient, model.mask, self.layout, self.prunable, frac)
+            local.mul_(own)  # dropped weights leave; regrown ones are zero already
+            mask = own
+        channels = {"kept_weight": local.double() * mask, "kept_share": mask.double()}
+        if "votes" in self.channels:
             channels["votes"] = mask.double()
-        own = local_mask is not None  # a readjusted mask travels beside the values
-        return Upload(
+        return ClientUpdate(
             message=local,
             support=mask,
             shared_support=True,
             channels=channels,
-            side=(mask,) if own else (),
+            side=(own,) if own is not None else (),
+            client_mask=own,
         )
 
     # ------------------------------------------------------------- server side
-    def server_step(self, ctx, sums, model) -> GlobalModel:
-        mean = nnz_average(sums["kept_weight"], sums["kept_share"])
-        mask = model.mask
-        if self.readjusts(ctx.round):
-            if "votes" in sums:
-                eligible = sums["votes"] > self.cfg.min_votes
-            else:
-                eligible = sums["kept_share"] > 0
-            mask = erk_reprune(mean, eligible, self.layout, self.prunable, self.counts)
-        return GlobalModel(mean.to(torch.float32).mul_(mask), mask)
+    def aggregate(self, *, ctx, sums, model, server):
+        """Each weight's sample-weighted mean over the clients that hold it."""
+        return nnz_average(sums["kept_weight"], sums["kept_share"]).to(torch.float32)
+
+    def keeps_old_mask(self, ctx) -> bool:
+        return False  # the server's mask is always the one `server_prune` gives
+
+    def server_prune(self, *, ctx, weights, sums, old):
+        """Readjustment rounds: each layer back to its ERK count by magnitude."""
+        if not self.readjusts(ctx.round):
+            return old
+        mean = nnz_average(sums["kept_weight"], sums["kept_share"])  # float64, as scored
+        if "votes" in sums:
+            eligible = sums["votes"] > self.cfg.min_votes
+        else:
+            eligible = sums["kept_share"] > 0
+        return erk_reprune(mean, eligible, self.layout, self.prunable, self.counts)

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .base import Algorithm
+from .base import Algorithm, ClientPlan
+
+
+@dataclass(frozen=True)
+class ProximalPenalty:
+    """``(mu/2) ||w - w_global||^2`` over the positions where ``pull`` is ``mu`` (else 0)."""
+
+    pull: torch.Tensor  # float32: mu on trainable parameters, 0 on buffers
+
+    def add_grad_(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
+        # d/dw (mu/2)||w - w_g||^2 = mu (w - w_g); parameters come first in the flat
+        # buffer, so a trainer that steps only them passes the prefix.
+        grad.addcmul_(params - anchor, self.pull[: params.numel()])
 
 
 class FedProx(Algorithm):
@@ -15,12 +29,8 @@ class FedProx(Algorithm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Buffers (BatchNorm statistics) are not trained, so the term only pulls parameters.
-        self.pull = self.trainable.to(torch.float32) * self.config.algorithm.fedprox.mu
+        pull = self.trainable.to(torch.float32) * self.config.algorithm.fedprox.mu
+        self.penalty = ProximalPenalty(pull)
 
-    def add_penalty_grad(
-        self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor
-    ) -> None:
-        # d/dw (mu/2)||w - w_g||^2 = mu (w - w_g)
-        if self.pull.device != params.device:
-            self.pull = self.pull.to(params.device)
-        grad.addcmul_(params - anchor, self.pull)
+    def plan_client(self, *, ctx, model, client, state=None) -> ClientPlan:
+        return ClientPlan(train_mask=model.mask, penalty=self.penalty)

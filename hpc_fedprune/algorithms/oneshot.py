@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 from ..pruning.magnitude import global_magnitude_mask
-from .base import Algorithm, GlobalModel
+from .base import Algorithm
 
 
 class OneShot(Algorithm):
@@ -19,18 +19,17 @@ class OneShot(Algorithm):
     prunes = True
     channels_within_mask = True  # after t0 clients train under the fixed mask
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        self.cfg = config.algorithm.oneshot
-        if self.cfg.prune_round > config.federation.rounds:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cfg = self.config.algorithm.oneshot
+        if self.cfg.prune_round > self.config.federation.rounds:
             raise InputError(
                 f"algorithm.oneshot.prune_round={self.cfg.prune_round} is after the last "
-                f"round ({config.federation.rounds}): the run would never prune"
+                f"round ({self.config.federation.rounds}): the run would never prune"
             )
 
-    def server_step(self, ctx, sums, model) -> GlobalModel:
-        new = super().server_step(ctx, sums, model)  # FedAvg(M), under the mask once it exists
+    def server_prune(self, *, ctx, weights, sums, old):
+        """After aggregating round t0: global magnitude to ``sparsity``, once."""
         if ctx.round != self.cfg.prune_round:
-            return new
-        mask = global_magnitude_mask(new.weights, self.prunable, self.cfg.sparsity)
-        return GlobalModel(new.weights.mul_(mask), mask)
+            return old
+        return global_magnitude_mask(weights, self.prunable, self.cfg.sparsity)

@@ -32,7 +32,7 @@ from ..errors import InputError
 from ..pruning.importance import importance_mask, layer_time_vector
 from ..pruning.schedules import Cubic
 from ..rng import Stream, numpy_rng
-from .base import REAL_BITS, Algorithm, GlobalModel, GradientFn, RoundContext, TrainFn, Upload
+from .base import Algorithm, Channel, ClientPlan, GradientFn, TrainFn
 
 # Squared gradients can be large: 32 fractional bits (resolution 2**-32) leave an integer
 # range of 2**30 / cohort for one client's p_c * g^2, far above any gradient that trains.
@@ -44,25 +44,18 @@ class PruneFL(Algorithm):
 
     name = "prunefl"
     prunes = True
-    initial_training = True
-    channel_bits = {"delta": REAL_BITS, "sq_grad": SQ_GRAD_BITS}
+    channels = {"delta": Channel(), "sq_grad": Channel(SQ_GRAD_BITS)}
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        cfg = config.algorithm.prunefl
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config.algorithm.prunefl
         self.cfg = cfg
-        k, rounds = cfg.reconfig_interval, config.federation.rounds
+        k, rounds = cfg.reconfig_interval, self.config.federation.rounds
         end = cfg.end_round or max(k * (rounds // k), 1)
         self.schedule = Cubic(
             t0=0, s_i=cfg.initial_sparsity, s_f=cfg.final_sparsity, t_end=max(end, 1)
         )
-        self.time: torch.Tensor | None = None
-        self.grad: torch.Tensor | None = None  # the current client's gradient, if asked
-        self.client: int | None = None  # the initial-pruning client
-
-    def set_layout(self, layout) -> None:
-        super().set_layout(layout)
-        self.time = layer_time_vector(self.layout, self.prunable, self.cfg.layer_times)
+        self.time = layer_time_vector(self.layout, self.prunable, cfg.layer_times)
 
     def reconfigures(self, round_index: int) -> bool:
         """Whether the server re-selects the kept weights after this round."""
@@ -72,52 +65,55 @@ class PruneFL(Algorithm):
         """The kept weights: the largest ``sq_grad / time`` at ``sparsity``."""
         return importance_mask(sq_grad, self.prunable, sparsity, self.time)
 
+    def initial_client(self) -> tuple[int, object]:
+        """The client of the initial pruning and the generator of its batches (seeded)."""
+        rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
+        return int(rng.integers(self.config.partition.num_clients)), rng
+
     def initial_mask(
         self,
+        *,
         weights: torch.Tensor,
         gradient: GradientFn | None = None,
         train: TrainFn | None = None,
+        exploration=None,
     ) -> torch.Tensor:
         """Initial pruning on one seeded client; trains ``weights`` in place."""
         if gradient is None or (train is None and self.cfg.init_rounds > 0):
             raise InputError("prunefl's initial pruning needs local training and gradients")
-        rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
-        self.client = int(rng.integers(self.config.partition.num_clients))
+        client, rng = self.initial_client()
         passes = self.cfg.init_rounds
         mask = None
         for i in range(1, passes + 1):
-            train(self.client, i, weights, mask)
+            train(client, i, weights, mask)
             sparsity = self.cfg.initial_sparsity * i / passes
-            mask = self.select(gradient(self.client, rng).to(weights.device) ** 2, sparsity)
+            mask = self.select(gradient(client, rng).to(weights.device) ** 2, sparsity)
             weights.mul_(mask)
         if mask is None:  # no training: one gradient at the initial weights
-            grad = gradient(self.client, rng).to(weights.device)
+            grad = gradient(client, rng).to(weights.device)
             mask = self.select(grad**2, self.cfg.initial_sparsity)
         return mask
 
     # ------------------------------------------------------------- client side
-    def begin_client(self, ctx: RoundContext, model: GlobalModel, client: int) -> None:
-        self.grad = None
+    def plan_client(self, *, ctx, model, client, state=None) -> ClientPlan:
+        return ClientPlan(train_mask=model.mask, needs_gradient=self.reconfigures(ctx.round))
 
-    def needs_client_gradient(self, ctx: RoundContext) -> bool:
-        return self.reconfigures(ctx.round)
-
-    def local_gradient(self, ctx, model, client, grad) -> None:
-        self.grad = grad * self.prunable  # only the prunable entries travel
-
-    def upload(self, ctx, model, local, local_mask, samples) -> Upload:
-        up = super().upload(ctx, model, local, local_mask, samples)
-        if self.grad is not None:
-            weight = samples / ctx.cohort_samples
-            up.channels["sq_grad"] = self.grad.double().square() * weight
-            up.side = (self.grad,)
-            self.grad = None
-        return up
+    def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
+        """Reconfiguration rounds: also send the gradient over the prunable set."""
+        update = super().finish_client(ctx=ctx, model=model, client=client, plan=plan, local=local)
+        if gradient is not None:
+            grad = gradient * self.prunable  # only the prunable entries travel
+            update.channels["sq_grad"] = grad.double().square()
+            update.side = (grad,)
+        return update
 
     # ------------------------------------------------------------- server side
-    def server_step(self, ctx, sums, model) -> GlobalModel:
-        merged = self.apply_update(model.weights, sums["delta"], model.mask)
+    def server_prune(self, *, ctx, weights, sums, old):
+        """Every ``reconfig_interval`` rounds: the largest aggregated ``g^2 / time``.
+
+        The old mask plays no part in the choice (it zeroed the aggregate before), so a
+        pruned weight can come back, at 0.
+        """
         if not self.reconfigures(ctx.round):
-            return GlobalModel(merged, model.mask)
-        mask = self.select(sums["sq_grad"], self.schedule(ctx.round))
-        return GlobalModel(merged.mul_(mask), mask)
+            return old
+        return self.select(sums["sq_grad"], self.schedule(ctx.round))

@@ -9,11 +9,9 @@ readjustment 0).
 
 from __future__ import annotations
 
-import torch
-
 from ..pruning.erk import erk_random_mask, random_mask
 from ..rng import Stream, numpy_rng
-from .base import Algorithm, GradientFn
+from .base import Algorithm
 
 
 class RandomMask(Algorithm):
@@ -23,7 +21,7 @@ class RandomMask(Algorithm):
     prunes = True
     channels_within_mask = True  # clients train under the fixed mask
 
-    def initial_mask(self, weights: torch.Tensor, gradient: GradientFn | None = None):
+    def initial_mask(self, *, weights, gradient=None, train=None, exploration=None):
         cfg = self.config.algorithm.random_mask
         rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
         if cfg.distribution == "erk":

@@ -25,13 +25,9 @@ class SNIP(Algorithm):
     prunes = True
     channels_within_mask = True  # clients train under the fixed mask
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        self.cfg = config.algorithm.snip
-        self.client: int | None = None  # the client whose batch scored the mask
-
-    def set_layout(self, layout) -> None:
-        super().set_layout(layout)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cfg = self.config.algorithm.snip
         # SNIP scores connections; norm scales and shifts are not (FedSparsify's baseline).
         no_norm = prunable_mask(
             self.layout, self.cfg.prunable, exclude_norm=True, device=self.prunable.device
@@ -43,9 +39,16 @@ class SNIP(Algorithm):
         rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
         return int(rng.integers(self.config.partition.num_clients)), rng
 
-    def initial_mask(self, weights: torch.Tensor, gradient: GradientFn | None = None):
+    def initial_mask(
+        self,
+        *,
+        weights: torch.Tensor,
+        gradient: GradientFn | None = None,
+        train=None,
+        exploration=None,
+    ) -> torch.Tensor:
         if gradient is None:
             raise InputError("snip needs the loss gradient at the initial weights")
-        self.client, rng = self.choose()
-        grad = gradient(self.client, rng).to(weights.device)
+        client, rng = self.choose()
+        grad = gradient(client, rng).to(weights.device)
         return snip_mask(weights, grad, self.prunable, self.cfg.sparsity)

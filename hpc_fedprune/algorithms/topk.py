@@ -22,7 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..pruning.topk import keep_count, topk_step, warmup_density
-from .base import Algorithm, GlobalModel, RoundContext, Upload
+from .base import Algorithm, ClientPlan, ClientUpdate
 
 
 class TopK(Algorithm):
@@ -30,78 +30,73 @@ class TopK(Algorithm):
 
     name = "topk"
     prunes = False
+    # The message is a selection of the accumulated update, not the trained weights: the
+    # update is taken from the unrounded weights and `topk_step` rounds what it sends.
+    sends_weights = False
 
-    def __init__(self, config, prunable, trainable) -> None:
-        super().__init__(config, prunable, trainable)
-        cfg = config.algorithm.topk
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config.algorithm.topk
         if cfg.momentum > 0 and not cfg.error_feedback:
             raise InputError(
                 "algorithm.topk.momentum needs algorithm.topk.error_feedback: true "
                 "(momentum correction accumulates into the residual)"
             )
         self.cfg = cfg
-        n = prunable.numel()
+        n = self.prunable.numel()
         arrays = {}
         if cfg.error_feedback:
             arrays["residual"] = (np.float32, n)
         if cfg.momentum > 0:
             arrays["momentum"] = (np.float32, n)
         self.client_state_arrays = arrays
-        self._state: dict[str, torch.Tensor | None] = {}
-        self._sent: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._density = cfg.density
 
     def density(self, round_index: int) -> float:
         """The fraction of entries each client sends in ``round_index`` (after warm-up)."""
         return warmup_density(round_index, self.cfg.density, self.cfg.warmup_rounds)
 
     # ------------------------------------------------------------- client side
-    def load_client_state(self, client: int, state) -> None:
-        device = self.prunable.device
-        state = state or {}
-        self._state = {
-            name: (torch.from_numpy(state[name]).to(device) if name in state else None)
-            for name in self.client_state_arrays
-        }
+    def plan_client(self, *, ctx, model, client, state=None) -> ClientPlan:
+        return ClientPlan()  # dense local training
 
-    def finish_local(self, ctx: RoundContext, model: GlobalModel, local: torch.Tensor, client):
-        """Select and round the message from the unrounded local weights; keep the rest."""
+    def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
+        """The k largest entries of update + residual, with their positions; keep the rest."""
+        device = local.device
+        held = {
+            name: torch.from_numpy(state[name]).to(device)
+            for name in self.client_state_arrays
+            if state is not None and name in state
+        }
         update = local - model.weights
         residual = None
         if self.cfg.error_feedback:
-            residual = self._state.get("residual")
+            residual = held.get("residual")
             residual = torch.zeros_like(update) if residual is None else residual
         sent, support, residual, momentum = topk_step(
             update,
             residual,
-            self._state.get("momentum"),
+            held.get("momentum"),
             keep_count(update.numel(), self.density(ctx.round)),
             beta=self.cfg.momentum,
             value_dtype=self.config.comm.value_dtype,
         )
-        self._state = {"residual": residual, "momentum": momentum}
-        self._sent = (sent, support)
-        return None
-
-    def upload(self, ctx, model, local, local_mask, samples) -> Upload:
-        """The sent vector with its own positions; the server sums ``p_c * sent``."""
-        sent, support = self._sent
-        self._sent = None
-        weight = samples / ctx.cohort_samples
-        return Upload(message=sent, support=support, channels={"delta": sent.double() * weight})
-
-    def client_state(self, client: int) -> dict[str, np.ndarray]:
-        return {
-            name: self._state[name].cpu().numpy()
-            for name in self.client_state_arrays
-            if self._state.get(name) is not None
-        }
+        kept = {"residual": residual, "momentum": momentum}
+        return ClientUpdate(
+            message=sent,
+            support=support,
+            # The residual is unweighted: the sample weight applies on the server only, so
+            # a client's unsent mass keeps its value whatever cohort it next lands in.
+            channels={"delta": sent.double()},
+            state={
+                name: kept[name].cpu().numpy()
+                for name in self.client_state_arrays
+                if kept.get(name) is not None
+            },
+        )
 
     # ------------------------------------------------------------- server side
-    def server_step(self, ctx, sums, model) -> GlobalModel:
+    def server_step(self, *, ctx, sums, model, server):
         """FedAvg's step on the weighted mean of the sent vectors (no mask)."""
-        self._density = self.density(ctx.round)  # for metrics(), on rank 0 every round
-        return GlobalModel(self.apply_update(model.weights, sums["delta"], None), None)
-
-    def metrics(self) -> dict[str, float]:
-        return {"upload_density": float(self._density)}
+        result = super().server_step(ctx=ctx, sums=sums, model=model, server=server)
+        result.metrics["upload_density"] = float(self.density(ctx.round))
+        return result

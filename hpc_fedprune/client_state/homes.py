@@ -88,15 +88,17 @@ class ClientStates:
                 pending[rank].append(client)
         self._move(pending)
 
-    def load(self, algorithm, client: int) -> None:
-        """Hand ``client``'s state (None at its first participation) to the algorithm."""
-        if self.active:
-            algorithm.load_client_state(client, self.store.take(client))
+    def take(self, client: int) -> dict[str, np.ndarray] | None:
+        """``client``'s state for its training (None at its first participation, or when
+        the method keeps no state); the client's `keep` gives it back."""
+        if not self.active:
+            return None
+        return self.store.take(client)
 
-    def keep(self, algorithm, client: int) -> None:
-        """Store ``client``'s new state from the algorithm after its upload."""
+    def keep(self, client: int, state: dict[str, np.ndarray] | None) -> None:
+        """Store ``client``'s new state after its upload (nothing when the method keeps none)."""
         if self.active:
-            self.store.put(client, algorithm.client_state(client))
+            self.store.put(client, state or {})
             if self.home(client) != self.world.rank:
                 self.outbox.append(client)
 

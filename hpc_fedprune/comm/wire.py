@@ -94,3 +94,19 @@ def round_values(values: np.ndarray, value_dtype: str = "float32") -> np.ndarray
     """
     x = np.asarray(values, dtype=np.float32)
     return from_wire(to_wire(x.reshape(-1), value_dtype), value_dtype).reshape(x.shape)
+
+
+def round_to_wire_(values, value_dtype: str = "float32"):
+    """Round a float32 torch tensor in place to what a receiver decodes; returns it.
+
+    The torch twin of `round_values` (the same bits, tested together): nearest even in
+    ``value_dtype`` and -0.0 made +0.0. Adding +0.0 is what canonicalises the zeros: in
+    IEEE arithmetic ``-0.0 + 0.0 = +0.0`` and ``x + 0.0 = x`` for every other ``x``, so it
+    costs one pass and no temporary.
+    """
+    import torch
+
+    if value_dtype != "float32":
+        dtype_code(value_dtype)  # raises with the list of valid names
+        values.copy_(values.to(getattr(torch, value_dtype)).to(torch.float32))
+    return values.add_(0.0)

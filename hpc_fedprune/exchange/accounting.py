@@ -13,21 +13,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..algorithms.base import GlobalModel, Upload
+from ..algorithms.base import ClientUpdate, GlobalModel
 from ..comm import collectives
 from ..comm.encodings import EncodedInfo, plan_from_counts, plan_mask
 from ..comm.world import World
 
-WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
-
-def round_to_wire_(values: torch.Tensor, value_dtype: str) -> None:
-    """Round values in place to what the wire carries (nearest even); float32 is a no-op."""
-    if value_dtype != "float32":
-        values.copy_(values.to(WIRE_DTYPES[value_dtype]).to(torch.float32))
-
-
-def upload_info(upload: Upload, value_dtype: str) -> EncodedInfo:
+def upload_info(upload: ClientUpdate, value_dtype: str) -> EncodedInfo:
     """The encoding of one client's upload (smallest method, exact size).
 
     Vectors in ``upload.side`` are encoded on their own (a bool one as a mask, a float one

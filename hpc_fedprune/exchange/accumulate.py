@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..algorithms.base import Difference
 from ..comm.exact import LIMIT, ExactRangeError
 
 
@@ -37,44 +38,73 @@ class ExactAccumulator:
             name: torch.zeros(numel, dtype=torch.int64, device=device) for name in self.bits
         }
         self._work: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def add(self, channels: dict[str, torch.Tensor]) -> None:
-        """Quantise and add one client's channels (float64 tensors)."""
-        for name, values in channels.items():
-            scale = float(2 ** self.bits[name])
-            scaled, fixed = self._scratch(values)
-            # round(values * 2**bits) as int64, through two reused buffers: the same
-            # operations as ``torch.round(values.double() * scale).to(torch.int64)``
-            # (scaling by a power of two is exact), without four fresh model-sized
-            # temporaries per client, whose allocation costs page faults on the CPU.
-            if values.dtype == torch.float64:
-                torch.mul(values, scale, out=scaled)
-            else:
-                scaled.copy_(values)
-                scaled.mul_(scale)
-            if scaled.numel():
-                lo, hi = torch.stack(torch.aminmax(scaled)).tolist()  # one host sync
-                if not (np.isfinite(lo) and np.isfinite(hi)):
-                    raise ExactRangeError(
-                        "a client update holds NaN or infinity: training diverged"
-                    )
-                peak = max(-lo, hi)  # = max |scaled|
-                if peak >= self.bound:
-                    raise ExactRangeError(
-                        f"channel {name!r}: a client contribution of "
-                        f"{peak / 2 ** self.bits[name]:.3g} exceeds the exact accumulator's range"
-                    )
-            scaled.round_()
-            fixed.copy_(scaled)
-            self.sums[name].add_(fixed)
+    @classmethod
+    def for_channels(cls, channels, numel: int, cohort_size: int, device) -> ExactAccumulator:
+        """An accumulator of an algorithm's declared channels (``name -> Channel``)."""
+        bits = {name: channel.bits for name, channel in channels.items()}
+        return cls(bits, numel, cohort_size, device)
+
+    def add_client(self, values, channels, weight: float) -> None:
+        """Add one client's channel values: weighted channels scaled by its weight ``p_c``.
+
+        ``values`` maps channel names to tensors or `Difference`s (a client may leave a
+        channel out: it adds nothing there); ``channels`` is the algorithm's declaration.
+        """
+        for name, value in values.items():
+            self.add(name, value, scale=weight if channels[name].weighted else 1.0)
+
+    def add(self, name: str, values, *, scale: float = 1.0) -> None:
+        """Quantise ``scale * values`` and add it to channel ``name``.
+
+        ``values`` is a float tensor, or a `Difference` formed here in float64 (the
+        client's update ``w_c - w_global`` without a model-sized temporary of its own).
+        ``scale`` is the client's sample weight for weighted channels. The result is
+        ``round(scale * values * 2**bits)``, which equals scaling first and quantising
+        after: ``2**bits`` is a power of two, so multiplying by ``scale * 2**bits`` rounds
+        exactly once, as ``scale * values`` does.
+        """
+        factor = scale * float(2 ** self.bits[name])
+        scaled, fixed = self._scratch(values)
+        if isinstance(values, Difference):
+            scaled.copy_(values.minuend)
+            scaled.sub_(self._float64(values.subtrahend))
+            scaled.mul_(factor)
+        elif values.dtype == torch.float64:
+            torch.mul(values, factor, out=scaled)
+        else:
+            scaled.copy_(values)
+            scaled.mul_(factor)
+        if scaled.numel():
+            lo, hi = torch.stack(torch.aminmax(scaled)).tolist()  # one host sync
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                raise ExactRangeError("a client update holds NaN or infinity: training diverged")
+            peak = max(-lo, hi)  # = max |scaled|
+            if peak >= self.bound:
+                raise ExactRangeError(
+                    f"channel {name!r}: a client contribution of "
+                    f"{peak / 2 ** self.bits[name]:.3g} exceeds the exact accumulator's range"
+                )
+        scaled.round_()
+        fixed.copy_(scaled)
+        self.sums[name].add_(fixed)
+
+    def _float64(self, reference: torch.Tensor) -> torch.Tensor:
+        """``reference`` in float64, converted once while the same tensor is passed."""
+        cached = self._reference
+        if cached is None or cached[0] is not reference:
+            self._reference = cached = (reference, reference.double())
+        return cached[1]
 
     def _scratch(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """float64 and int64 work buffers shaped like ``values``, kept between clients."""
+        like = values.minuend if isinstance(values, Difference) else values
         work = self._work
-        if work is None or work[0].shape != values.shape or work[0].device != values.device:
+        if work is None or work[0].shape != like.shape or work[0].device != like.device:
             work = self._work = (
-                torch.empty(values.shape, dtype=torch.float64, device=values.device),
-                torch.empty(values.shape, dtype=torch.int64, device=values.device),
+                torch.empty(like.shape, dtype=torch.float64, device=like.device),
+                torch.empty(like.shape, dtype=torch.int64, device=like.device),
             )
         return work
 

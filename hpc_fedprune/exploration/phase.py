@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..algorithms.base import GlobalModel
+from ..comm.wire import round_to_wire_
 from ..comm.world import World
 from ..config import Config
 from ..exchange import accounting
@@ -194,8 +195,8 @@ def run_exploration(
         # Only the prunable set is scored and sent (buffers such as BatchNorm statistics
         # may move far and are never pruned).
         moved = (trainer.model.flat.detach() - base).mul_(prunable)
-        accounting.round_to_wire_(moved, wire)
-        sums.add({"score": moved.double().square()})
+        round_to_wire_(moved, wire)
+        sums.add("score", moved.double().square())
         records.append((client, epochs, _values_bytes(moved, wire)))
     total, _ = accounting.reduce_to_root(world, sums.packed(), config.comm.reduce, None)
     gathered = world.gather_objects(records)

@@ -13,6 +13,7 @@ operations per step and gives the same bits on every device and rank.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,7 +24,7 @@ from .prunable import tensors_in
 if TYPE_CHECKING:
     from ..models.flat import TensorInfo
 
-__all__ = ["layer_slices", "norm_penalty", "norm_penalty_grad_"]
+__all__ = ["NormPenalty", "layer_slices", "norm_penalty", "norm_penalty_grad_"]
 
 
 def layer_slices(layout: Sequence[TensorInfo], prunable: torch.Tensor) -> tuple[slice, ...]:
@@ -72,3 +73,23 @@ def norm_penalty_grad_(
     scale = torch.where(norms > 0, lam / norms.clamp_min(torch.finfo(norms.dtype).tiny), 0.0)
     for i, s in enumerate(slices):
         grad[s].addcmul_(params[s], scale[i])
+
+
+@dataclass(frozen=True)
+class NormPenalty:
+    """FedDIP's ``lam * sum_l ||w_l||_2`` as a local loss term (its closed-form gradient).
+
+    Attributes
+    ----------
+    slices : tuple of slice
+        The penalised tensors (`layer_slices`).
+    lam : float
+        The round's coefficient.
+    """
+
+    slices: tuple[slice, ...]
+    lam: float
+
+    def add_grad_(self, params: torch.Tensor, grad: torch.Tensor, anchor: torch.Tensor) -> None:
+        """Add the gradient at ``params`` (the weights the forward pass saw) to ``grad``."""
+        norm_penalty_grad_(grad, params, self.slices, self.lam)

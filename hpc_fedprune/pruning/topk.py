@@ -21,11 +21,10 @@ import math
 
 import torch
 
+from ..comm.wire import round_to_wire_
 from .magnitude import lowest_k
 
 __all__ = ["keep_count", "largest_k", "topk_step", "warmup_density"]
-
-WIRE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def keep_count(n: int, density: float) -> int:
@@ -94,9 +93,9 @@ def topk_step(
     if residual is not None:
         accumulated += residual
     support = largest_k(accumulated, k)
-    sent = torch.where(support, accumulated, torch.zeros_like(accumulated))
-    if value_dtype != "float32":
-        sent = sent.to(WIRE_DTYPES[value_dtype]).to(torch.float32)
+    sent = round_to_wire_(
+        torch.where(support, accumulated, torch.zeros_like(accumulated)), value_dtype
+    )
     new_residual = accumulated - sent if residual is not None else None
     if momentum is not None:
         momentum.masked_fill_(support, 0.0)

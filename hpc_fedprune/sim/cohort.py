@@ -121,3 +121,16 @@ def schedule_groups(
         assigned[rank].append(group)
         heapq.heappush(heap, (load + work(group), rank))
     return [sorted(a, key=lambda g: int(g[0])) for a in assigned]
+
+
+def rank_units(
+    cohort: np.ndarray, sizes: np.ndarray, world_size: int, rank: int, unit_size: int = 1
+) -> list[np.ndarray]:
+    """This rank's training units of a round, in training order.
+
+    ``unit_size`` 1: one client per unit, the rank's share of `schedule_cohort`.
+    Larger: the groups of `form_groups` that `schedule_groups` gives this rank.
+    """
+    if unit_size <= 1:
+        return [np.array([c]) for c in schedule_cohort(cohort, sizes, world_size)[rank]]
+    return schedule_groups(form_groups(cohort, sizes, unit_size), sizes, world_size)[rank]

@@ -2,13 +2,14 @@
 
 before round 1: exploration (AutoFLIP), initial mask (SNIP, PruneFL, random), broadcast
 cohort   = sample(seed, round)                    same on every rank
-mine     = schedule(cohort, rank)                 balanced by client size (whole groups
+units    = schedule(cohort, rank)                 balanced by client size (whole groups
                                                   when training.group_size > 1)
-fetch client state of mine from home ranks        only methods with client state
-for c in mine:                                    one model object, loaded in place
-    train c from the global model                 algorithm hooks: masks, penalty
-    upload = algorithm.upload(...)                bytes counted from the encoding
-    rank_sums += exact(upload.channels)           int64 fixed point, order-free
+fetch client state of the rank's clients          only methods with client state
+for each unit, for each client c:                 one model object, loaded in place
+    plan = algorithm.plan_client(c)               masks, penalty, gradient, grouping
+    train c from the global model as planned      alone, or with its group
+    update = algorithm.finish_client(c)           what c sends, its sums, its new state
+    rank_sums += p_c * update.channels            int64 fixed point, order-free
 send new client state home                        (Top-k residuals)
 sums = reduce(rank_sums) to rank 0                one collective per round
 rank 0: global = algorithm.server_step(sums)      server update, server pruning
@@ -22,14 +23,15 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..algorithms.base import GlobalModel, RoundContext
+from ..algorithms.base import GlobalModel, RoundContext, ServerState
 from ..client_state.homes import ClientStates
+from ..comm.wire import round_to_wire_
 from ..comm.world import World
 from ..config import Config, to_yaml
 from ..exchange import accounting
@@ -44,7 +46,7 @@ from ..training.clients import ClientTrainer
 from ..training.evaluate import evaluate
 from ..training.gradients import client_gradient, initial_trainer
 from ..training.local import LocalTrainer
-from .cohort import sample_cohort
+from .cohort import rank_units, sample_cohort
 from .setup import Setup, to_device
 from .signals import StopFlag
 
@@ -59,6 +61,7 @@ class ClientRecord:
     bytes_up: int  # encoded uplink
     value_bytes: int  # the values alone
     mask: dict[str, np.ndarray] | None  # client-local mask per tensor, when recorded
+    metrics: dict[str, float] = field(default_factory=dict)  # the method's per-client numbers
 
 
 @dataclass
@@ -69,6 +72,19 @@ class RunResult:
     rounds: int
     metrics: dict[str, float]
     stopped: bool = False  # a stop signal ended the run early (checkpoint written)
+
+
+@dataclass
+class Engine:
+    """The pieces every round uses on a rank: trainers, client state, data, attacks."""
+
+    setup: Setup
+    trainer: LocalTrainer
+    clients: ClientTrainer
+    states: ClientStates
+    privacy: PrivacyEvaluator | None
+    x_test: torch.Tensor
+    y_test: torch.Tensor
 
 
 def run_rounds(
@@ -82,178 +98,57 @@ def run_rounds(
 ) -> RunResult:
     """Run the rounds of an experiment whose pieces are built; rank 0 writes ``out_dir``.
 
-    ``resume`` (rank 0's checkpoint; None elsewhere, and ``resume_round`` agreed) continues
-    after its round. ``stop`` is polled after every round.
+    ``resume`` (rank 0's checkpoint; None elsewhere) continues after its round. ``stop``
+    is polled after every round.
     """
-    fed = config.federation
-    seed = config.runtime.seed
-    device = setup.device
-    ds = setup.dataset
-    model, algorithm = setup.model, setup.algorithm
-    x_train, y_train = to_device(ds.x_train, device), to_device(ds.y_train, device)
-    x_test, y_test = to_device(ds.x_test, device), to_device(ds.y_test, device)
-    trainer = LocalTrainer(model, config, ds.task, x_train, y_train)
-    # One client at a time, or groups of clients in one batched step (training.group_size).
-    clients = ClientTrainer(trainer, config, algorithm, setup.train_parts, announce=world.is_root)
-    privacy = PrivacyEvaluator.from_setup(config, setup, x_train, y_train)
-    states = ClientStates.for_run(config, world, algorithm)  # per-client state, home ranks
-    metric_name = "test_accuracy" if ds.task == "classification" else "test_mae"
-
-    weights = model.flat.detach().clone()
-
-    def gradient(client, rng):  # for masks scored at initialisation (SNIP)
-        return trainer.first_batch_gradient(weights, setup.train_parts[client], rng)
-
-    # AutoFLIP's exploration phase scores the initial mask (not on resume: the checkpoint
-    # holds the mask).
-    exploration = None
-    if algorithm.explores and world.bcast_object(resume is None):
-        exploration = run_exploration(config, world, setup, trainer, weights)
-        algorithm.set_exploration(exploration)
-    # PruneFL trains one client before round 1: it gets a `train` callable too.
-    tools = {}
-    if algorithm.initial_training:
-        tools["train"] = initial_trainer(trainer, setup.train_parts, config)
-    current = GlobalModel(weights, algorithm.initial_mask(weights, gradient, **tools))
-    if current.mask is not None:
-        current.weights.mul_(current.mask)
-    # A mask scored from a gradient could differ in its last bits between devices: rank 0's wins.
-    current, _ = accounting.broadcast_model(world, current, None, device)
-
+    fed, algorithm = config.federation, setup.algorithm
+    engine = build_engine(config, world, setup)
     runfile = RunFile(out_dir / "run.h5") if world.is_root else None
-    devices = world.gather_objects(f"{socket.gethostname()}:{device}")
-    first = 1
-    resumed_round = world.bcast_object(None if resume is None else resume.round)
-    if resumed_round is not None:
-        current = restore_state(world, resume, algorithm, device)
-        states.restore(resume.clients if world.is_root else None)
-        first = resumed_round + 1
-    elif world.is_root:
-        create_outputs(config, world, setup, runfile, out_dir, devices)
-        if exploration is not None:
-            write_exploration(runfile.path, algorithm.exploration_record())
+    # The global model before round 1 (or after the checkpoint's round), on every rank;
+    # the server's state on rank 0.
+    current, server, first = start_model(config, world, engine, runfile, out_dir, resume)
     start_time = time.perf_counter()
     last: dict[str, float] = {}
     for rnd in range(first, fed.rounds + 1):
         t_round = time.perf_counter()
-        cohort = sample_cohort(seed, rnd, config.partition.num_clients, setup.cohort_size)
-        mine = clients.schedule(cohort, setup.sizes, world.size, world.rank)
-        states.fetch(mine)  # lent by their home ranks (collective)
-        ctx = RoundContext(
-            round=rnd,
-            rounds=fed.rounds,
-            seed=seed,
-            lr=config.training.lr * config.training.lr_decay ** (rnd - 1),
-            cohort_samples=int(setup.sizes[cohort].sum()),
-            cohort_size=len(cohort),
-        )
-        sums = ExactAccumulator(algorithm.channel_bits, model.numel, len(cohort), device)
-        records = []
-        for client in mine.tolist():
-            states.load(algorithm, client)
-            algorithm.begin_client(ctx, current, client)
-            result = clients.train(
-                client=client,
-                round_index=rnd,
-                indices=setup.train_parts[client],
-                start=current.weights,
-                mask=algorithm.train_mask(ctx, current, client),
-                lr=ctx.lr,
-                algorithm=algorithm,
-                forward_mask=algorithm.forward_mask(ctx, current, client),
-            )
-            maybe_fail("train", world.rank, rnd)
-            local = model.flat
-            if algorithm.needs_client_gradient(ctx):
-                parts = setup.train_parts[client]
-                grad = client_gradient(trainer, local, parts, seed, rnd, client)
-                algorithm.local_gradient(ctx, current, client, grad)
-            local_mask = algorithm.finish_local(ctx, current, local, client)
-            accounting.round_to_wire_(local, config.comm.value_dtype)
-            upload = algorithm.upload(ctx, current, local, local_mask, result.samples)
-            wire = accounting.upload_info(upload, config.comm.value_dtype)
-            sums.add(upload.channels)
-            states.keep(algorithm, client)
-            records.append(
-                ClientRecord(
-                    client,
-                    result.loss,
-                    result.samples,
-                    wire.total_bytes,
-                    wire.value_bytes,
-                    local_mask_record(model, algorithm, local_mask, config),
-                )
-            )
-        states.send_back()  # new states to their home ranks (collective)
+        cohort = sample_cohort(config.runtime.seed, rnd, config.partition.num_clients,
+                               setup.cohort_size)  # fmt: skip
+        ctx = round_context(config, setup, rnd, cohort)
+        units = rank_units(cohort, setup.sizes, world.size, world.rank, engine.clients.unit_size)
+        # Clients train from the global model and add their weighted uploads to the sums.
+        sums, records = train_clients(config, world, engine, ctx, current, units)
         maybe_fail("reduce", world.rank, rnd)
+        # One reduction of every rank's sums to rank 0, which takes the server step.
         shared = sums.tile(current.mask) if algorithm.channels_within_mask else None
         total, reduce_bytes = accounting.reduce_to_root(
             world, sums.packed(), config.comm.reduce, shared
         )
-
-        # Server step on rank 0, then every rank receives the new global model.
-        previous_mask = current.mask
+        previous_mask, method_metrics = current.mask, {}
         if world.is_root:
-            merged = sums.unpack(total, device)
-            current = algorithm.server_step(ctx, merged, current)
-            # Zeros travel as +0.0; make rank 0's copy the same bits as everyone else's.
-            current.weights.masked_fill_(current.weights == 0, 0.0)
-        current, bcast_bytes = accounting.broadcast_model(world, current, previous_mask, device)
+            result = algorithm.server_step(
+                ctx=ctx, sums=sums.unpack(total, setup.device), model=current, server=server
+            )
+            current, method_metrics = result.model, result.metrics
+            round_to_wire_(current.weights)  # zeros travel as +0.0: rank 0 holds those bits
+        # Every rank receives the new global model.
+        current, bcast_bytes = accounting.broadcast_model(world, current, previous_mask,
+                                                          setup.device)  # fmt: skip
         gathered = world.gather_objects((records, reduce_bytes + bcast_bytes))
-
-        if rnd % fed.eval_every == 0 or rnd == fed.rounds:
-            model.load_(current.weights)
-            scores = evaluate(
-                model, x_test, y_test, task=ds.task, batch_size=fed.eval_batch_size, world=world
-            )
-            local_acc = evaluate_local(config, setup, model, x_train, y_train, world)
-        else:
-            scores, local_acc = {}, None
-        attacked = None  # membership-inference rows (rank 0)
-        if privacy is not None and privacy.due(rnd):
-            t_attack = time.perf_counter()
-            attacked = privacy.evaluate(model, current.weights, rnd, world)
-            t_round += time.perf_counter() - t_attack  # the round's wall_s leaves attacks out
+        scores, local_acc, attacked, attack_s = evaluate_round(config, world, engine, current, rnd)
+        t_round += attack_s  # the round's wall_s leaves membership attacks out
         if world.is_root:
-            rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r.client)
-            mpi_bytes = sum(b for _, b in gathered)
-            last = round_metrics(
-                rnd,
-                rows,
-                scores,
-                local_acc,
-                current,
-                setup,
-                config,
-                ds.task,
-                mpi_bytes,
-                time.perf_counter() - t_round,
-            )
-            last.update(algorithm.metrics())
-            include_cost(last)  # exploration traffic counts in round 1's bytes
-            maybe_fail("write", world.rank, rnd)
-            # Round 1 records a mask fixed before it (initial_mask) as well.
-            mask_changed = current.mask is not None and (
-                rnd == 1 or previous_mask is None or not torch.equal(previous_mask, current.mask)
-            )
-            write_round(
-                runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed
-            )
-            if attacked:
-                runfile.append_privacy(attacked)
-            if config.output.progress:
-                elapsed = time.perf_counter() - start_time
-                print(
-                    progress_line(rnd, rnd - first + 1, fed.rounds, last, metric_name, elapsed),
-                    flush=True,
-                )
+            last = record_round(
+                config, setup, runfile, out_dir, rnd, gathered, scores, local_acc, current,
+                previous_mask, method_metrics, attacked, time.perf_counter() - t_round,
+            )  # fmt: skip
+            report_progress(config, rnd, first, last, setup.dataset.task, start_time)
         # Every rank learns whether any was signalled, so all stop after the same round.
         stopping = world.any_flag(stop is not None and stop.raised) and rnd < fed.rounds
         every = config.output.checkpoint_every
         if stopping or (every and rnd % every == 0 and rnd < fed.rounds):
-            client_state = states.gather()  # collective: every client's state to rank 0
+            client_state = engine.states.gather()  # collective: every client's state to rank 0
             if world.is_root:
-                write_checkpoint(out_dir, snapshot(rnd, current, algorithm, client_state))
+                write_checkpoint(out_dir, snapshot(rnd, current, server, client_state))
         if stopping:
             if world.is_root:
                 runfile.set_attrs(status="interrupted")
@@ -262,7 +157,7 @@ def run_rounds(
                     f"python -m hpc_fedprune run --resume {out_dir}",
                     flush=True,
                 )
-            states.close()
+            engine.states.close()
             return RunResult(out_dir, rnd, last, stopped=True)
     if world.is_root:
         runfile.write_model(
@@ -270,35 +165,209 @@ def run_rounds(
             None if current.mask is None else current.mask.cpu().numpy(),
         )
         runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
-    states.close()
+    engine.states.close()
     return RunResult(out_dir, fed.rounds, last)
 
 
-def snapshot(rnd: int, current: GlobalModel, algorithm, clients=None) -> Checkpoint:
+def build_engine(config: Config, world: World, setup: Setup) -> Engine:
+    """The rank's trainers, client-state homes and data on its device."""
+    ds, device = setup.dataset, setup.device
+    x_train, y_train = to_device(ds.x_train, device), to_device(ds.y_train, device)
+    trainer = LocalTrainer(setup.model, config, ds.task, x_train, y_train)
+    # One client at a time, or groups of clients in one batched step (training.group_size).
+    clients = ClientTrainer(trainer, config, setup.train_parts, announce=world.is_root)
+    return Engine(
+        setup=setup,
+        trainer=trainer,
+        clients=clients,
+        states=ClientStates.for_run(config, world, setup.algorithm),  # home ranks
+        privacy=PrivacyEvaluator.from_setup(config, setup, x_train, y_train),
+        x_test=to_device(ds.x_test, device),
+        y_test=to_device(ds.y_test, device),
+    )
+
+
+def start_model(config, world, engine, runfile, out_dir, resume):
+    """The global model every rank starts from, rank 0's server state and the first round.
+
+    A new run explores (AutoFLIP), draws the initial mask from rank 0's view and writes
+    the run directory; a resumed run takes both from the checkpoint instead.
+    """
+    setup, algorithm = engine.setup, engine.setup.algorithm
+    trainer, device = engine.trainer, setup.device
+    weights = setup.model.flat.detach().clone()
+
+    def gradient(client, rng):  # for masks scored at initialisation (SNIP, PruneFL)
+        return trainer.first_batch_gradient(weights, setup.train_parts[client], rng)
+
+    # AutoFLIP's exploration phase scores the initial mask (not on resume: the checkpoint
+    # holds the mask).
+    exploration = None
+    if algorithm.explores and world.bcast_object(resume is None):
+        exploration = run_exploration(config, world, setup, trainer, weights)
+    train = initial_trainer(trainer, setup.train_parts, config)  # PruneFL's initial pruning
+    mask = algorithm.initial_mask(
+        weights=weights, gradient=gradient, train=train, exploration=exploration
+    )
+    current = GlobalModel(weights, mask)
+    if current.mask is not None:
+        current.weights.mul_(current.mask)
+    # A mask scored from a gradient could differ in its last bits between devices: rank 0's wins.
+    current, _ = accounting.broadcast_model(world, current, None, device)
+    server: ServerState | None = None
+    if world.is_root:
+        server = algorithm.new_server(
+            weights=current.weights, mask=current.mask, exploration=exploration
+        )
+    devices = world.gather_objects(f"{socket.gethostname()}:{device}")
+    resumed_round = world.bcast_object(None if resume is None else resume.round)
+    if resumed_round is not None:
+        current = restore_state(world, resume, server, device)
+        engine.states.restore(resume.clients if world.is_root else None)
+        return current, server, resumed_round + 1
+    if world.is_root:
+        create_outputs(config, world, setup, runfile, out_dir, devices)
+        if exploration is not None:
+            write_exploration(runfile.path, algorithm.exploration_record(exploration))
+    return current, server, 1
+
+
+def round_context(config: Config, setup: Setup, rnd: int, cohort: np.ndarray) -> RoundContext:
+    """The read-only facts of round ``rnd`` with this ``cohort`` (the same on every rank)."""
+    return RoundContext(
+        round=rnd,
+        rounds=config.federation.rounds,
+        seed=config.runtime.seed,
+        lr=config.training.lr * config.training.lr_decay ** (rnd - 1),
+        cohort_samples=int(setup.sizes[cohort].sum()),
+        cohort_size=len(cohort),
+    )
+
+
+def train_clients(config, world, engine, ctx, current, units):
+    """Train this rank's clients of the round; returns the rank's exact sums and records.
+
+    Each client is planned, trained (alone or with its group), finished, and its channels
+    added to the sums with its sample weight; its new persistent state goes home after.
+    """
+    setup, algorithm = engine.setup, engine.setup.algorithm
+    value_dtype = config.comm.value_dtype
+    sums = ExactAccumulator.for_channels(
+        algorithm.channels, setup.model.numel, ctx.cohort_size, setup.device
+    )
+    engine.states.fetch(np.concatenate(units) if units else np.zeros(0, np.int64))
+    records = []
+    for unit in units:
+        held = {int(c): engine.states.take(int(c)) for c in unit}
+        plans = {
+            c: algorithm.plan_client(ctx=ctx, model=current, client=c, state=held[c]) for c in held
+        }
+        trained = engine.clients.train(
+            unit=unit, plans=plans, round_index=ctx.round, start=current.weights, lr=ctx.lr
+        )
+        for client, result in trained:
+            maybe_fail("train", world.rank, ctx.round)
+            local = setup.model.flat
+            grad = None
+            if plans[client].needs_gradient:
+                parts = setup.train_parts[client]
+                grad = client_gradient(engine.trainer, local, parts, ctx.seed, ctx.round, client)
+            if algorithm.sends_weights:
+                round_to_wire_(local, value_dtype)  # what travels: the wire's precision
+            update = algorithm.finish_client(
+                ctx=ctx, model=current, client=client, plan=plans[client], local=local,
+                gradient=grad, state=held[client],
+            )  # fmt: skip
+            weight = result.samples / ctx.cohort_samples  # the client's sample weight p_c
+            sums.add_client(update.channels, algorithm.channels, weight)
+            engine.states.keep(client, update.state)
+            wire = accounting.upload_info(update, value_dtype)
+            mask = None
+            if update.client_mask is not None and config.output.record_client_masks:
+                mask = tensor_masks(setup.model, algorithm.prunable, update.client_mask)
+            records.append(
+                ClientRecord(client, result.loss, result.samples, wire.total_bytes,
+                             wire.value_bytes, mask, dict(update.metrics))
+            )  # fmt: skip
+    engine.states.send_back()  # new states to their home ranks (collective)
+    return sums, records
+
+
+def evaluate_round(config, world, engine, current, rnd):
+    """Scores of the global model (every ``eval_every`` rounds) and membership attacks.
+
+    Collective. Returns the test scores, the mean local-split accuracy, rank 0's attack
+    rows and the seconds the attacks took.
+    """
+    fed, setup = config.federation, engine.setup
+    model = setup.model
+    scores, local_acc = {}, None
+    if rnd % fed.eval_every == 0 or rnd == fed.rounds:
+        model.load_(current.weights)
+        scores = evaluate(
+            model, engine.x_test, engine.y_test, task=setup.dataset.task,
+            batch_size=fed.eval_batch_size, world=world,
+        )  # fmt: skip
+        local_acc = evaluate_local(config, setup, model, engine.trainer.x, engine.trainer.y, world)
+    attacked, attack_s = None, 0.0
+    if engine.privacy is not None and engine.privacy.due(rnd):
+        t_attack = time.perf_counter()
+        attacked = engine.privacy.evaluate(model, current.weights, rnd, world)
+        attack_s = time.perf_counter() - t_attack
+    return scores, local_acc, attacked, attack_s
+
+
+def record_round(
+    config, setup, runfile, out_dir, rnd, gathered, scores, local_acc, current, previous_mask,
+    method_metrics, attacked, wall_s,
+):  # fmt: skip
+    """Rank 0: the round's metrics row, written with its records; returns the row."""
+    rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r.client)
+    mpi_bytes = sum(b for _, b in gathered)
+    last = round_metrics(rnd, rows, scores, local_acc, current, setup, config,
+                         setup.dataset.task, mpi_bytes, wall_s)  # fmt: skip
+    last.update(method_metrics)
+    include_cost(last)  # exploration traffic counts in round 1's bytes
+    maybe_fail("write", 0, rnd)
+    # Round 1 records a mask fixed before it (initial_mask) as well.
+    mask_changed = current.mask is not None and (
+        rnd == 1 or previous_mask is None or not torch.equal(previous_mask, current.mask)
+    )
+    write_round(runfile, out_dir, rnd, last, rows, current, setup, setup.algorithm, config,
+                mask_changed)  # fmt: skip
+    if attacked:
+        runfile.append_privacy(attacked)
+    return last
+
+
+def report_progress(config, rnd, first, last, task, start_time) -> None:
+    """Rank 0: one progress line per round (``output.progress``)."""
+    if config.output.progress:
+        metric_name = "test_accuracy" if task == "classification" else "test_mae"
+        elapsed = time.perf_counter() - start_time
+        line = progress_line(rnd, rnd - first + 1, config.federation.rounds, last, metric_name,
+                             elapsed)  # fmt: skip
+        print(line, flush=True)
+
+
+def snapshot(rnd: int, current: GlobalModel, server: ServerState, clients=None) -> Checkpoint:
     """Rank 0: the state a resumed run needs after round ``rnd`` (``clients``: client state)."""
-    state = {k: (None if v is None else v.cpu().numpy()) for k, v in algorithm.state_dict().items()}
+    state = {k: (None if v is None else v.cpu().numpy()) for k, v in server.state_dict().items()}
     mask = None if current.mask is None else current.mask.cpu().numpy()
     return Checkpoint(rnd, current.weights.cpu().numpy(), mask, state, clients or {})
 
 
-def restore_state(world: World, resume: Checkpoint | None, algorithm, device) -> GlobalModel:
-    """Global model to every rank, algorithm state to rank 0, from rank 0's checkpoint."""
+def restore_state(world: World, resume: Checkpoint | None, server, device) -> GlobalModel:
+    """Global model to every rank, server state to rank 0, from rank 0's checkpoint."""
     model = None
     if world.is_root:
         mask = None if resume.mask is None else torch.from_numpy(resume.mask).to(device)
         model = GlobalModel(torch.from_numpy(resume.weights).to(device), mask)
-        algorithm.load_state_dict(
+        server.load_state_dict(
             {k: torch.from_numpy(v) for k, v in resume.algorithm.items()}, device
         )
     model, _ = accounting.broadcast_model(world, model, None, device)
     return model
-
-
-def local_mask_record(model, algorithm, local_mask, config):
-    """The client's local mask per prunable tensor, when the run records client masks."""
-    if local_mask is None or not config.output.record_client_masks:
-        return None
-    return tensor_masks(model, algorithm.prunable, local_mask)
 
 
 def tensor_masks(model, prunable: torch.Tensor, mask: torch.Tensor) -> dict[str, np.ndarray]:
@@ -358,7 +427,19 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
     }
     if config.federation.eval_local:
         metrics["local_test_accuracy"] = float("nan") if local_acc is None else local_acc
+    metrics.update(client_metric_means(rows))
     return metrics
+
+
+def client_metric_means(rows: list[ClientRecord]) -> dict[str, float]:
+    """Sample-weighted means of the methods' per-client numbers, in client order."""
+    names = sorted({name for r in rows for name in r.metrics})
+    out = {}
+    for name in names:
+        pairs = [(r.samples, r.metrics[name]) for r in rows if name in r.metrics]
+        total = sum(n for n, _ in pairs)
+        out[name] = float(sum(n * v for n, v in pairs) / total) if total else float("nan")
+    return out
 
 
 def create_outputs(config, world, setup, runfile, out_dir, devices):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..algorithms.base import ClientPlan
 from ..rng import Stream, numpy_rng
 
 GRADIENT_KEY = 1  # the extra key of the gradient batch (round and client come first)
@@ -43,20 +44,14 @@ def initial_trainer(trainer, train_parts, config):
     dense) is re-applied after every step, as in a round.
     """
 
-    class _NoPenalty:  # local training calls the algorithm's penalty hook; none here
-        @staticmethod
-        def add_penalty_grad(params, grad, anchor) -> None:
-            return None
-
     def train(client: int, key: int, weights: torch.Tensor, mask: torch.Tensor | None) -> None:
         trainer.train(
             client=client,
             round_index=0,
             indices=train_parts[client],
             start=weights,
-            mask=mask,
+            plan=ClientPlan(train_mask=mask),
             lr=config.training.lr,
-            algorithm=_NoPenalty,
             key=(key,),
         )
         weights.copy_(trainer.model.flat)

@@ -5,8 +5,10 @@ into one ``(G, P)`` tensor and every local step is ONE batched forward and backw
 for all of them, each client with its own weights and its own batch: for plain sequential
 networks one grouped kernel per layer (`stacked.stacked_forward`), otherwise
 ``torch.func.vmap`` over ``grad_and_value`` of a ``functional_call`` of the rank's model.
-SGD (momentum, weight decay), the train mask (projection after every step) and
-closed-form penalty gradients (FedProx) are vector operations on the stacked weights.
+SGD (momentum, weight decay), train masks (projection after every step), forward masks
+(error feedback: the pass sees ``w * M``, the step goes to the dense ``w``) and
+closed-form penalty gradients (FedProx, FedDIP) are vector operations on the stacked
+weights; members may have masks of their own (FedDIP's first round), stacked as well.
 
 Each client's batches are the ones LocalTrainer would draw (`batches.client_batches`, the
 same keyed stream), padded to the group's largest batch with zero loss weight; a client
@@ -20,9 +22,8 @@ memory on a GPU); the step loop has no host synchronisation (losses stay on the 
 until the group is done).
 
 What a group cannot do is left to LocalTrainer (`group_blocker` says why, once per run):
-Adam, buffers (BatchNorm), frozen parameters, dropout, and methods that override a
-per-client training hook (begin_client, train_mask, forward_mask, or a hook this module
-does not know).
+Adam, buffers (BatchNorm), frozen parameters and dropout; and a client whose plan says it
+cannot train in a group (`ClientPlan.groupable`) trains alone.
 """
 
 from __future__ import annotations
@@ -37,19 +38,11 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn.modules.dropout import _DropoutNd
 
-from ..algorithms.base import Algorithm
 from ..config import Config
 from ..models import set_dropout_generator
 from .batches import client_batches, pack_group
 from .local import ClientResult
 from .stacked import stacked_forward, stacked_plan
-
-# Hooks a grouped client may override: they run per client outside the step loop, or (the
-# penalty gradient) on one client's slice of the stacked weights with no per-client state.
-SAFE_HOOKS = frozenset(
-    {"set_layout", "initial_mask", "add_penalty_grad", "finish_local", "upload",
-     "server_step", "apply_update", "state_dict", "load_state_dict", "metrics"}
-)  # fmt: skip
 
 
 def keep_freed_memory() -> bool:
@@ -73,7 +66,7 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(m_mmap_threshold, 64 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
 
 
-def group_blocker(config: Config, flat_model, algorithm) -> str | None:
+def group_blocker(config: Config, flat_model) -> str | None:
     """Why this run cannot train clients in groups (None: it can)."""
     t = config.training
     if t.optimizer != "sgd":
@@ -83,11 +76,6 @@ def group_blocker(config: Config, flat_model, algorithm) -> str | None:
     dropout = any(isinstance(m, _DropoutNd) for m in flat_model.module.modules())
     if dropout or set_dropout_generator(flat_model.module, None) > 0:
         return "the model has dropout (per-client keyed generators)"
-    for name in dir(Algorithm):
-        if name.startswith("_") or name in SAFE_HOOKS or not callable(getattr(Algorithm, name)):
-            continue
-        if getattr(type(algorithm), name) is not getattr(Algorithm, name):
-            return f"{algorithm.name} overrides the client hook {name!r}"
     return None
 
 
@@ -165,12 +153,11 @@ class GroupTrainer:
         round_index: int,
         parts: list[np.ndarray],
         start: torch.Tensor,
-        mask: torch.Tensor | None,
+        plans: list,
         lr: float,
-        algorithm,
         key: tuple[int, ...] = (),
     ) -> tuple[torch.Tensor, list[ClientResult]]:
-        """Train ``clients`` (their sample indices ``parts``) from ``start`` under ``mask``.
+        """Train ``clients`` (their sample indices ``parts``) from ``start``, as ``plans`` say.
 
         Returns the trained weights ``(G, numel)`` in the order of ``clients`` and each
         client's `ClientResult` (loss = sample-weighted mean of its batch losses, in float64
@@ -191,10 +178,12 @@ class GroupTrainer:
         active = self._to_device(packed.active) * lr  # per-step, per-client step size
         g = len(clients)
         w = start.detach().unsqueeze(0).repeat(g, 1)
-        fmask = None if mask is None else mask.to(torch.float32)
+        fmask = stacked_mask([p.train_mask for p in plans])
+        ffwd = stacked_mask([p.forward_mask for p in plans])
         if fmask is not None:
             w.mul_(fmask)
-        penalty = type(algorithm).add_penalty_grad is not Algorithm.add_penalty_grad
+        dense = torch.empty_like(w) if ffwd is not None else None
+        penalties = [(j, p.penalty) for j, p in enumerate(plans) if p.penalty is not None]
         momentum = torch.zeros_like(w) if t.momentum > 0 else None
         losses = torch.zeros(index.shape[0], g, device=self.device)
         # Per-tensor (G, *shape) views of w, updated in place with it; the leaves share its
@@ -205,14 +194,19 @@ class GroupTrainer:
         self.model.module.train()
         for s in range(index.shape[0]):
             sel = index[s]
+            if ffwd is not None:
+                dense.copy_(w)  # keep w; the pass below sees w * M
+                w.mul_(ffwd)
             losses[s] = self._step_gradients(
                 views, leaves, self.x[sel], self.y[sel], weight[s], grad
             )
             with torch.no_grad():
+                # Closed form on each client's slice, at the weights the pass saw.
+                for j, penalty in penalties:
+                    penalty.add_grad_(w[j], grad[j], start)
+                if ffwd is not None:
+                    w.copy_(dense)  # the gradient at w * M steps the dense w
                 step = grad
-                if penalty:  # closed form on each client's slice, at the weights the pass saw
-                    for j in range(g):
-                        algorithm.add_penalty_grad(w[j], grad[j], start)
                 if t.weight_decay > 0:
                     step.add_(w, alpha=t.weight_decay)
                 if momentum is not None:
@@ -226,3 +220,20 @@ class GroupTrainer:
             total = sum(float(host[k, j]) * n for k, n in enumerate(sizes))
             results.append(ClientResult(total / max(sum(sizes), 1), len(sizes), len(parts[j])))
         return w, results
+
+
+def stacked_mask(masks: list) -> torch.Tensor | None:
+    """The members' masks as float32: one shared vector, a ``(G, P)`` stack, or None.
+
+    A member without a mask gets a row of ones when others have one.
+    """
+    if all(m is None for m in masks):
+        return None
+    first = masks[0]
+    if all(m is first for m in masks):
+        return first.to(torch.float32)
+    like = next(m for m in masks if m is not None)
+    return torch.stack(
+        [torch.ones_like(like, dtype=torch.float32) if m is None else m.to(torch.float32)
+         for m in masks]
+    )  # fmt: skip

@@ -17,6 +17,7 @@ feedback: pruned weights keep moving).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ..models import set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, numpy_rng, torch_generator
 from .batches import epoch_order
+
+if TYPE_CHECKING:
+    from ..algorithms.base import ClientPlan
 
 
 @dataclass
@@ -92,16 +96,14 @@ class LocalTrainer:
         round_index: int,
         indices: np.ndarray,
         start: torch.Tensor,
-        mask: torch.Tensor | None,
+        plan: ClientPlan,
         lr: float,
-        algorithm,
-        forward_mask: torch.Tensor | None = None,
         key: tuple[int, ...] = (),
     ) -> ClientResult:
-        """Train one client from ``start``; the result stays in the model's flat buffer.
+        """Train one client from ``start`` as ``plan`` says; the result stays in the model.
 
-        ``mask`` is re-applied after every step; under ``forward_mask`` each step's forward
-        and backward pass (and the penalty gradient) see ``w * forward_mask`` while the
+        The plan's train mask is re-applied after every step; under its forward mask each
+        step's forward and backward pass (and the penalty gradient) see ``w * M`` while the
         optimiser steps the dense ``w``. Batch order comes from (seed, round, client), and
         dropout draws from a generator seeded from the same key, so a client's training is
         identical on whatever rank runs it. ``key`` extends that key (training outside the
@@ -111,6 +113,7 @@ class LocalTrainer:
         seed = self.config.runtime.seed
         fm = self.model
         fm.load_(start)
+        mask, forward_mask, penalty = plan.train_mask, plan.forward_mask, plan.penalty
         fmask = None
         if mask is not None:
             fmask = self._float_mask(mask)
@@ -153,7 +156,8 @@ class LocalTrainer:
                     params.mul_(ffwd)
                 loss = self.loss_fn(fm.module(xb), yb)
                 loss.backward()
-                algorithm.add_penalty_grad(params, self.params.grad, anchor)
+                if penalty is not None:
+                    penalty.add_grad_(params, self.params.grad, anchor)
                 if ffwd is not None:
                     params.copy_(self.dense)  # the gradient at w * M steps the dense w
                 self.optimizer.step()

@@ -24,6 +24,7 @@ from hpc_fedprune.pruning.exploration import (
 from hpc_fedprune.pruning.prunable import prunable_mask
 from hpc_fedprune.sim.setup import build_setup, to_device
 from hpc_fedprune.training.local import LocalTrainer
+from tests.unit.algo_driver import run_client, server_step, sums_of
 
 SHAPE = (1, 12, 12)
 TINY = [
@@ -206,12 +207,20 @@ def test_hybrid_removes_whole_units_and_keeps_the_output_layer():
 
 
 # ---------------------------------------------------------------- the algorithm
+class Outcome:
+    """An exploration outcome as the phase hands it over (scores on rank 0 only)."""
+
+    def __init__(self, scores):
+        self.clients, self.epochs, self.scores = np.arange(2), np.array([3, 4]), scores
+        self.client_epochs, self.bytes_up, self.bytes_down = 9, 100, 200
+
+
 def test_initial_mask_prunes_tau_and_the_mask_holds_after_every_client_step():
     algo, model = autoflip("algorithm.autoflip.tau=0.4", "training.optimizer=adam")
     theta0 = model.flat.detach().clone()
     gen = torch.Generator().manual_seed(4)
-    algo.scores = torch.rand(model.numel, generator=gen, dtype=torch.float64)
-    mask = algo.initial_mask(theta0)
+    scores = torch.rand(model.numel, generator=gen, dtype=torch.float64)
+    mask = algo.initial_mask(weights=theta0, exploration=Outcome(scores))
     assert int((~mask).sum()) == pruned_count(int(algo.prunable.sum()), 0.4)
     config = load_config(
         None,
@@ -233,9 +242,8 @@ def test_initial_mask_prunes_tau_and_the_mask_holds_after_every_client_step():
         round_index=1,
         indices=np.arange(16),
         start=current.weights,
-        mask=algo.train_mask(ctx(), current, 0),
+        plan=algo.plan_client(ctx=ctx(), model=current, client=0),
         lr=0.05,
-        algorithm=algo,
     )
     seen.append(model.flat.detach().clone())
     assert len(seen) == 5 and all(bool((w[~mask] == 0).all()) for w in seen)
@@ -247,30 +255,31 @@ def test_server_step_is_the_authors_ema_and_fedavgm_on_request():
     w = torch.zeros(4)
     u1, u2 = torch.tensor([1.0, 2.0, 0.0, 4.0]), torch.tensor([0.5, 0.0, 1.0, 0.0])
     mask = torch.tensor([True, True, True, False])
-    w1 = algo.apply_update(w, u1.double(), mask)
-    w2 = algo.apply_update(w1, u2.double(), mask)
+    server = algo.new_server(weights=w, mask=mask)
+    w1 = algo.apply_update(server, w, u1.double()) * mask
+    w2 = algo.apply_update(server, w1, u2.double()) * mask
     v1 = 0.1 * u1
     v2 = 0.9 * v1 + 0.1 * u2
     torch.testing.assert_close(w1, (w + v1) * mask)
     torch.testing.assert_close(w2, (w + v1 + v2) * mask)
     avgm, _ = autoflip("federation.server_momentum=0.9", "algorithm.autoflip.server_update=fedavgm")
-    torch.testing.assert_close(avgm.apply_update(w, u1.double(), None), u1)
+    fresh = avgm.new_server(weights=w, mask=None)
+    torch.testing.assert_close(avgm.apply_update(fresh, w, u1.double()), u1)
 
 
 def test_refresh_recuts_the_mask_from_the_cohorts_displacement():
     algo, model = autoflip("algorithm.autoflip.refresh=true", "algorithm.autoflip.tau=0.5")
-    assert not algo.channels_within_mask and "displacement" in algo.channel_bits
+    assert not algo.channels_within_mask and "displacement" in algo.channels
     theta0 = model.flat.detach().clone()
-    algo.initial_mask(theta0)  # other ranks: no scores yet, keeps theta0 as the reference
+    algo.initial_mask(weights=theta0)  # other ranks: no scores yet, keeps theta0 as reference
     mask = torch.ones(model.numel, dtype=torch.bool)
     current = GlobalModel(theta0.clone(), mask)
     local = theta0.clone()
     moved = algo.prunable & (torch.arange(model.numel) % 3 == 0)
     local[moved] += 1.0
-    up = algo.upload(ctx(), current, local, None, 5)
-    torch.testing.assert_close(up.channels["displacement"], moved.double() * 0.5)
-    sums = {"delta": up.channels["delta"], "displacement": up.channels["displacement"]}
-    new = algo.server_step(ctx(), sums, current)
+    _, up = run_client(algo, ctx(), current, 0, local)
+    torch.testing.assert_close(up.channels["displacement"], moved.double())
+    new = server_step(algo, ctx(), sums_of(algo, [up], [0.5]), current).model
     assert bool(new.mask[moved].all())  # what moved is kept
     assert int((~new.mask).sum()) == pruned_count(int(algo.prunable.sum()), 0.5)
 
@@ -278,12 +287,11 @@ def test_refresh_recuts_the_mask_from_the_cohorts_displacement():
 def test_exploration_cost_is_reported_once():
     algo, _ = autoflip()
 
-    class Outcome:
-        clients, epochs, scores = np.arange(2), np.array([3, 4]), None
-        client_epochs, bytes_up, bytes_down = 9, 100, 200
-
-    algo.set_exploration(Outcome())
-    first, later = algo.metrics(), algo.metrics()
+    weights = torch.zeros(algo.prunable.numel())
+    current = GlobalModel(weights, torch.ones_like(algo.prunable))
+    server = algo.new_server(weights=weights, mask=current.mask, exploration=Outcome(None))
+    sums = {"delta": torch.zeros(weights.numel(), dtype=torch.float64)}
+    first, later = (server_step(algo, ctx(), sums, current, server).metrics for _ in range(2))
     assert first == {
         "exploration_bytes_up": 100.0,
         "exploration_bytes_down": 200.0,

@@ -12,6 +12,7 @@ from hpc_fedprune.config import load_config
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.pruning import erk_counts, erk_densities, pruned_count, snip_mask
 from hpc_fedprune.pruning.prunable import prunable_mask
+from tests.unit.algo_driver import server_step
 
 
 def lenet():
@@ -44,7 +45,10 @@ def test_fedprox_adds_mu_times_displacement_on_parameters_and_nothing_on_buffers
     anchor = torch.tensor([0.5, 1.0, 0.5, 1.0, -3.0])
     grad = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])
     before = grad.clone()
-    prox.add_penalty_grad(params, grad, anchor)
+    plan = prox.plan_client(
+        ctx=RoundContext(1, 4, 0, 0.1, 100, 5), model=GlobalModel(anchor), client=0
+    )
+    plan.penalty.add_grad_(params, grad, anchor)
     expected = before + mu * (params - anchor) * trainable
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-7)
     assert torch.equal(grad[3:], before[3:])  # buffers untouched
@@ -52,13 +56,13 @@ def test_fedprox_adds_mu_times_displacement_on_parameters_and_nothing_on_buffers
 
 def test_uniform_random_mask_meets_its_sparsity_and_is_keyed_by_the_seed():
     algo, model = algorithm("random_mask", "algorithm.random_mask.sparsity=0.8")
-    mask = algo.initial_mask(model.flat)
+    mask = algo.initial_mask(weights=model.flat)
     n = int(algo.prunable.sum())
     assert int((algo.prunable & ~mask).sum()) == pruned_count(n, 0.8)
     assert mask[~algo.prunable].all()
-    assert torch.equal(mask, algo.initial_mask(model.flat))  # the same on every rank
+    assert torch.equal(mask, algo.initial_mask(weights=model.flat))  # the same on every rank
     other, _ = algorithm("random_mask", "algorithm.random_mask.sparsity=0.8", "runtime.seed=1")
-    assert not torch.equal(mask, other.initial_mask(model.flat))
+    assert not torch.equal(mask, other.initial_mask(weights=model.flat))
 
 
 def test_erk_random_mask_meets_the_erk_per_layer_densities():
@@ -67,7 +71,7 @@ def test_erk_random_mask_meets_the_erk_per_layer_densities():
         "algorithm.random_mask.sparsity=0.9",
         "algorithm.random_mask.distribution=erk",
     )
-    mask = algo.initial_mask(model.flat)
+    mask = algo.initial_mask(weights=model.flat)
     counts = erk_counts(model.layout, algo.prunable, 0.1)
     dens = erk_densities(model.layout, algo.prunable, 0.1)
     kept = {i.name: int(mask[i.slice].sum()) for i in model.layout if algo.prunable[i.slice].any()}
@@ -90,14 +94,14 @@ def test_oneshot_is_dense_before_t0_pruned_exactly_at_t0_and_fixed_after():
         preset="all_trainable",
     )
     n = int(algo.prunable.sum())
-    current = GlobalModel(model.flat.clone(), algo.initial_mask(model.flat))
+    current = GlobalModel(model.flat.clone(), algo.initial_mask(weights=model.flat))
     assert current.mask is None
     gen = torch.Generator().manual_seed(0)
     for rnd in range(1, 5):
         ctx = RoundContext(rnd, 4, 0, 0.1, 100, 5)
         delta = torch.randn(model.numel, generator=gen, dtype=torch.float64) * 0.01
         before = current.weights.double() + delta  # the FedAvg aggregate
-        current = algo.server_step(ctx, {"delta": delta}, current)
+        current = server_step(algo, ctx, {"delta": delta}, current).model
         if rnd < 2:
             assert current.mask is None
         elif rnd == 2:
@@ -127,6 +131,6 @@ def test_snip_never_prunes_norm_layers():
     norms = [i for i in model.layout if i.kind in ("norm_weight", "norm_bias")]
     assert norms and not any(algo.prunable[i.slice].any() for i in norms)
     grad = torch.ones(model.numel)
-    mask = algo.initial_mask(model.flat, lambda client, rng: grad)
+    mask = algo.initial_mask(weights=model.flat, gradient=lambda client, rng: grad)
     assert all(mask[i.slice].all() for i in norms)
     assert np.isclose(1 - float(mask[algo.prunable].float().mean()), 0.9, atol=1e-4)

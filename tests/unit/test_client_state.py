@@ -131,27 +131,16 @@ def test_checkpoint_round_trip_restores_every_state(tmp_path):
 
 def test_a_round_lends_and_returns_states():
     states = ClientStates.for_run(Config, OneRank(), Method())
-
-    class Echo:
-        def load_client_state(self, client, s):
-            self.got = s
-
-        def client_state(self, client):
-            return state(client + 100)
-
-    algo = Echo()
     states.fetch(np.array([2, 5]))
-    states.load(algo, 2)
-    assert algo.got is None  # first participation
-    states.keep(algo, 2)
-    states.load(algo, 5)
-    states.keep(algo, 5)
+    assert states.take(2) is None  # first participation
+    states.keep(2, state(102))
+    assert states.take(5) is None
+    states.keep(5, state(105))
     states.send_back()
     states.fetch(np.array([5]))
     assert 5 in states.store and 2 in states.store  # one rank: nothing moves
-    states.load(algo, 5)
-    assert same(algo.got, state(105))
-    assert 5 not in states.store  # the algorithm holds it until `keep`
+    assert same(states.take(5), state(105))
+    assert 5 not in states.store  # the client holds it until `keep`
     states.close()
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpc_fedprune.algorithms import Algorithm, GlobalModel, RoundContext, make_algorithm
+from hpc_fedprune.algorithms import ClientPlan, GlobalModel, RoundContext, make_algorithm
 from hpc_fedprune.algorithms.feddip import feddip_schedule
 from hpc_fedprune.config import load_config
 from hpc_fedprune.errors import InputError
@@ -15,6 +15,7 @@ from hpc_fedprune.pruning import erk_counts, kept_count, pruned_count
 from hpc_fedprune.pruning.penalty import layer_slices, norm_penalty, norm_penalty_grad_
 from hpc_fedprune.pruning.prunable import prunable_mask, tensors_in
 from hpc_fedprune.training.local import LocalTrainer
+from tests.unit.algo_driver import server_step
 
 SHAPE = (1, 12, 12)
 
@@ -57,10 +58,8 @@ def test_error_feedback_moves_masked_weights_seen_as_zero_in_the_forward_pass():
             round_index=1,
             indices=np.arange(16),
             start=start,
-            mask=None,
+            plan=ClientPlan(forward_mask=mask),
             lr=0.1,
-            algorithm=Algorithm(cfg, prunable, model.trainable_mask()),
-            forward_mask=mask,
         )
 
     train_under_forward_mask(trainer, config)
@@ -112,8 +111,9 @@ def test_round_one_erk_masks_differ_between_clients_and_meet_the_density():
     empty = GlobalModel(model.flat.clone(), None)
     masks = []
     for client in (0, 1):
-        algo.begin_client(ctx(1), empty, client)
-        masks.append(algo.forward_mask(ctx(1), empty, client))
+        plan = algo.plan_client(ctx=ctx(1), model=empty, client=client)
+        assert plan.train_mask is None  # error feedback, no projection
+        masks.append(plan.forward_mask)
     prunable = algo.prunable
     n = int(prunable.sum())
     counts = erk_counts(model.layout, prunable, 0.4)
@@ -123,8 +123,8 @@ def test_round_one_erk_masks_differ_between_clients_and_meet_the_density():
         for info, pos in tensors_in(model.layout, prunable):
             assert int(m[pos].sum()) == counts[info.name]
     assert not torch.equal(masks[0], masks[1])
-    algo.begin_client(ctx(1), empty, 0)  # keyed by (seed, round, client): drawn again the same
-    assert torch.equal(algo.client_mask, masks[0])
+    again = algo.plan_client(ctx=ctx(1), model=empty, client=0)  # keyed by (seed, round, client)
+    assert torch.equal(again.forward_mask, masks[0])
 
 
 def test_server_nested_and_free_masks():
@@ -137,17 +137,18 @@ def test_server_nested_and_free_masks():
             f"algorithm.feddip.upload={upload}",
         )
         weights = model.flat.detach().clone()
-        first = algo.server_step(
+        first = server_step(
+            algo,
             ctx(1, 10),
             {"delta": torch.zeros(model.numel, dtype=torch.float64)},
             GlobalModel(weights, None),
-        )
+        ).model
         pruned = int((algo.prunable & ~first.mask).sum())
         assert pruned == pruned_count(int(algo.prunable.sum()), 0.5)
         gone = int((algo.prunable & ~first.mask).nonzero()[0])
         delta = torch.zeros(model.numel, dtype=torch.float64)
         delta[gone] = 10.0  # the clients' dense uploads moved a pruned weight far
-        second = algo.server_step(ctx(2, 10), {"delta": delta}, first)
+        second = server_step(algo, ctx(2, 10), {"delta": delta}, first).model
         assert bool(second.mask[gone]) == (regrowth == "free")
         assert bool((second.weights[~second.mask] == 0).all())
         if regrowth == "nested":
@@ -174,11 +175,12 @@ def test_penalty_gradient_matches_autograd_and_handles_a_zero_layer():
     norm_penalty_grad_(grad, params, slices, 1e-3)
     torch.testing.assert_close(grad, 1.0 + w.grad, rtol=1e-5, atol=1e-9)
     assert bool(torch.isfinite(grad).all())
-    # Through the hook: begin_client takes the round's coefficient.
+    # Through the plan: the round's coefficient.
     algo, _ = feddip("federation.rounds=20", model=model)
-    algo.begin_client(ctx(3, 20), GlobalModel(model.flat.clone(), prunable.clone()), 0)
+    glob = GlobalModel(model.flat.clone(), prunable.clone())
+    plan = algo.plan_client(ctx=ctx(3, 20), model=glob, client=0)
     hooked = torch.zeros_like(params)
-    algo.add_penalty_grad(params, hooked, params)
+    plan.penalty.add_grad_(params, hooked, params)
     expected = torch.zeros_like(params)
     norm_penalty_grad_(expected, params, slices, algo.coefficient(3))
-    assert algo.lam > 0 and torch.equal(hooked, expected)
+    assert plan.penalty.lam == algo.coefficient(3) > 0 and torch.equal(hooked, expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 
@@ -9,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from hpc_fedprune.algorithms import make_algorithm
+from hpc_fedprune.algorithms import ClientPlan, GlobalModel, RoundContext, make_algorithm
 from hpc_fedprune.config import load_config
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.pruning.prunable import prunable_mask
-from hpc_fedprune.sim.cohort import form_groups, schedule_groups
+from hpc_fedprune.sim.cohort import form_groups, rank_units, schedule_groups
 from hpc_fedprune.training.batches import client_batches, pack_group
 from hpc_fedprune.training.clients import ClientTrainer
 from hpc_fedprune.training.grouped import GroupTrainer, group_blocker, keep_freed_memory
@@ -39,25 +40,30 @@ def setup(*overrides: str, model: str = "small_cnn"):
 PARTS = [np.arange(0, 21), np.arange(30, 38), np.arange(50, 55), np.arange(70, 83)]
 
 
-def alone_and_grouped(*overrides: str, mask_density: float | None = None, path: str = "stacked"):
+def plans_for(algorithm, start, mask, round_index=3):
+    """Each client's plan from the algorithm, as the loop asks for it."""
+    ctx = RoundContext(round_index, 4, 0, 0.05, cohort_samples=47, cohort_size=len(PARTS))
+    model = GlobalModel(start, mask)
+    return [algorithm.plan_client(ctx=ctx, model=model, client=c) for c in range(len(PARTS))]
+
+
+def alone_and_grouped(
+    *overrides: str,
+    mask_density: float | None = None,
+    path: str = "stacked",
+    round_index: int = 3,
+):
     """Train PARTS one at a time and as one group from the same start; return both."""
     config, net, x, y, algorithm = setup(*overrides)
     start = net.flat.detach().clone()
     mask = None
     if mask_density is not None:
         mask = torch.rand(net.numel, generator=torch.Generator().manual_seed(2)) < mask_density
+    plans = plans_for(algorithm, start, mask, round_index)
     local = LocalTrainer(net, config, "classification", x, y)
     alone, losses = [], []
     for c, part in enumerate(PARTS):
-        r = local.train(
-            client=c,
-            round_index=3,
-            indices=part,
-            start=start,
-            mask=mask,
-            lr=0.05,
-            algorithm=algorithm,
-        )
+        r = local.train(client=c, round_index=3, indices=part, start=start, plan=plans[c], lr=0.05)
         alone.append(net.flat.detach().clone())
         losses.append(r)
     group = GroupTrainer(net, config, "classification", x, y)
@@ -69,9 +75,8 @@ def alone_and_grouped(*overrides: str, mask_density: float | None = None, path: 
         round_index=3,
         parts=PARTS,
         start=start,
-        mask=mask,
+        plans=plans,
         lr=0.05,
-        algorithm=algorithm,
     )
     return torch.stack(alone), losses, weights, results, start, mask
 
@@ -128,6 +133,27 @@ def test_train_mask_keeps_pruned_weights_zero_in_a_group():
     torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("round_index", [1, 2], ids=["own_masks", "global_mask_penalty"])
+def test_error_feedback_plans_train_in_a_group_as_alone(round_index):
+    """FedDIP: forward masks (each client's own in round 1) and the norm penalty."""
+    overrides = ("algorithm.name=feddip", "federation.rounds=4", "training.weight_decay=0.01")
+    density = None if round_index == 1 else 0.6
+    alone, _, grouped, _, start, mask = alone_and_grouped(
+        *overrides, mask_density=density, round_index=round_index
+    )
+    config, net, *_, algorithm = setup(*overrides)
+    plans = plans_for(algorithm, start, mask, round_index)
+    forward = [p.forward_mask for p in plans]
+    assert all(p.train_mask is None for p in plans)
+    if round_index == 1:
+        assert not torch.equal(forward[0], forward[1])  # each client its own mask
+    else:
+        assert plans[0].penalty is not None and plans[0].penalty.lam > 0
+    for j, m in enumerate(forward):  # masked weights kept moving (error feedback)
+        assert bool((grouped[j][~m] != start[~m]).any())
+    torch.testing.assert_close(grouped, alone, rtol=1e-5, atol=2e-6)
+
+
 def test_client_batches_replays_the_local_trainer_order():
     config, net, x, y, algorithm = setup("training.local_steps=0")
     batches = client_batches(7, 2, 5, PARTS[0], batch_size=8, local_epochs=2)
@@ -170,16 +196,14 @@ def test_groups_and_their_schedule_do_not_depend_on_ranks():
 
 
 def test_group_blocker_names_what_groups_cannot_do():
-    config, net, *_, algorithm = setup()
-    assert group_blocker(config, net, algorithm) is None
+    config, net, *_ = setup()
+    assert group_blocker(config, net) is None
     adam, *_ = setup("training.optimizer=adam")
-    assert "adam" in group_blocker(adam, net, algorithm)
-    feddip_cfg, _, _, _, feddip = setup("algorithm.name=feddip")
-    assert "begin_client" in group_blocker(feddip_cfg, net, feddip)
+    assert "adam" in group_blocker(adam, net)
     bn = FlatModel(build_model("resnet18_cifar", (3, 32, 32), 4, seed=1))
-    assert "buffers" in group_blocker(config, bn, algorithm)
+    assert "buffers" in group_blocker(config, bn)
     drop = FlatModel(torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)))
-    assert "dropout" in group_blocker(config, drop, algorithm)
+    assert "dropout" in group_blocker(config, drop)
 
 
 def test_regression_through_the_vmap_path_matches_alone():
@@ -187,31 +211,28 @@ def test_regression_through_the_vmap_path_matches_alone():
     net = FlatModel(build_model("mlp", (6,), 0, seed=1, hidden=[8]))
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(30, 6, generator=gen), torch.randn(30, generator=gen)
-    algorithm = make_algorithm(
-        config, torch.zeros(net.numel, dtype=torch.bool), net.trainable_mask(), net.layout
-    )
     parts = [np.arange(0, 10), np.arange(10, 17)]
     start = net.flat.detach().clone()
     local = LocalTrainer(net, config, "regression", x, y)
     alone = []
     for c, part in enumerate(parts):
-        local.train(client=c, round_index=1, indices=part, start=start, mask=None, lr=0.05,
-                    algorithm=algorithm)  # fmt: skip
+        local.train(client=c, round_index=1, indices=part, start=start, plan=ClientPlan(),
+                    lr=0.05)  # fmt: skip
         alone.append(net.flat.detach().clone())
     group = GroupTrainer(net, config, "regression", x, y)
     for plan in (group.plan, None):  # the stacked MLP, then vmap
         group.plan = plan
-        w, _ = group.train(clients=[0, 1], round_index=1, parts=parts, start=start, mask=None,
-                           lr=0.05, algorithm=algorithm)  # fmt: skip
+        w, _ = group.train(clients=[0, 1], round_index=1, parts=parts, start=start,
+                           plans=[ClientPlan()] * 2, lr=0.05)  # fmt: skip
         torch.testing.assert_close(w, torch.stack(alone), rtol=1e-5, atol=1e-6)
 
 
 def test_client_trainer_falls_back_and_announces_once(capsys):
-    config, net, x, y, algorithm = setup("training.group_size=4", "algorithm.name=feddip")
+    config, net, x, y, _ = setup("training.group_size=4", "training.optimizer=adam")
     runner = ClientTrainer(
-        LocalTrainer(net, config, "classification", x, y), config, algorithm, PARTS, announce=True
+        LocalTrainer(net, config, "classification", x, y), config, PARTS, announce=True
     )
-    assert not runner.grouped
+    assert runner.unit_size == 1
     assert "one client at a time" in capsys.readouterr().out
 
 
@@ -219,6 +240,7 @@ def test_client_trainer_loads_each_clients_grouped_weights():
     alone, alone_res, *_, start, _ = alone_and_grouped()
     config, net, x, y, algorithm = setup("training.group_size=3")
     group = GroupTrainer(net, config, "classification", x, y)
+    plans = dict(enumerate(plans_for(algorithm, start, None)))
     expect = {}
     for members in ([0, 1, 3], [2]):  # by size: 21, 13, 8 | 5 samples
         w, res = group.train(
@@ -226,32 +248,40 @@ def test_client_trainer_loads_each_clients_grouped_weights():
             round_index=3,
             parts=[PARTS[c] for c in members],
             start=start,
-            mask=None,
+            plans=[plans[c] for c in members],
             lr=0.05,
-            algorithm=algorithm,
         )
         expect.update({c: (w[j].clone(), res[j]) for j, c in enumerate(members)})
-    runner = ClientTrainer(
-        LocalTrainer(net, config, "classification", x, y), config, algorithm, PARTS
-    )
+    runner = ClientTrainer(LocalTrainer(net, config, "classification", x, y), config, PARTS)
     sizes = np.array([len(p) for p in PARTS])
-    mine = runner.schedule(np.arange(4), sizes, 1, 0)
-    assert mine.tolist() == [0, 1, 3, 2]
-    for c in (3, 0, 2, 1):
-        r = runner.train(
-            client=c,
-            round_index=3,
-            indices=PARTS[c],
-            start=start,
-            mask=None,
-            lr=0.05,
-            algorithm=algorithm,
-            forward_mask=None,
-        )
-        assert torch.equal(net.flat, expect[c][0])
-        assert r == expect[c][1]
-        torch.testing.assert_close(net.flat, alone[c], rtol=1e-5, atol=2e-6)
-    assert not runner.trained  # every trained group was handed out and released
+    units = rank_units(np.arange(4), sizes, 1, 0, runner.unit_size)
+    assert [u.tolist() for u in units] == [[0, 1, 3], [2]]
+    seen = []
+    for unit in units:
+        trained = runner.train(unit=unit, plans=plans, round_index=3, start=start, lr=0.05)
+        for c, r in trained:
+            assert torch.equal(net.flat, expect[c][0])
+            assert r == expect[c][1]
+            torch.testing.assert_close(net.flat, alone[c], rtol=1e-5, atol=2e-6)
+            seen.append(c)
+    assert seen == [0, 1, 3, 2]
+
+
+def test_a_plan_that_cannot_group_trains_alone_beside_its_group():
+    alone, alone_res, *_, start, _ = alone_and_grouped()
+    config, net, x, y, algorithm = setup("training.group_size=4")
+    plans = dict(enumerate(plans_for(algorithm, start, None)))
+    plans[1] = dataclasses.replace(plans[1], groupable=False)
+    runner = ClientTrainer(LocalTrainer(net, config, "classification", x, y), config, PARTS)
+    local = LocalTrainer(net, config, "classification", x, y)
+    local.train(client=1, round_index=3, indices=PARTS[1], start=start, plan=plans[1], lr=0.05)
+    exact_alone = net.flat.detach().clone()
+    unit = np.array([0, 1, 3, 2])
+    for c, _ in runner.train(unit=unit, plans=plans, round_index=3, start=start, lr=0.05):
+        if c == 1:  # trained by the one-client trainer: its bits exactly
+            assert torch.equal(net.flat, exact_alone)
+        else:
+            torch.testing.assert_close(net.flat, alone[c], rtol=1e-5, atol=2e-6)
 
 
 def test_mixed_precision_needs_groups_and_stays_close():

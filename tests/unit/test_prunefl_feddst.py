@@ -8,13 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hpc_fedprune.algorithms import GlobalModel, RoundContext, make_algorithm
-from hpc_fedprune.algorithms.base import Upload
+from hpc_fedprune.algorithms import ClientUpdate, GlobalModel, RoundContext, make_algorithm
 from hpc_fedprune.algorithms.merge import nnz_average
 from hpc_fedprune.config import load_config
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.exchange.accounting import upload_info
-from hpc_fedprune.exchange.accumulate import ExactAccumulator
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.models.flat import TensorInfo
 from hpc_fedprune.pruning import erk_counts, pruned_count
@@ -22,6 +20,7 @@ from hpc_fedprune.pruning.dst import drop_and_regrow, erk_reprune
 from hpc_fedprune.pruning.importance import importance_mask, layer_time_vector
 from hpc_fedprune.pruning.prunable import prunable_mask
 from hpc_fedprune.pruning.schedules import Cubic
+from tests.unit.algo_driver import run_client, server_step, sums_of
 
 
 def lenet():
@@ -39,15 +38,6 @@ def ctx(rnd, rounds=30, samples=100, size=2):
     return RoundContext(
         round=rnd, rounds=rounds, seed=0, lr=0.1, cohort_samples=samples, cohort_size=size
     )
-
-
-def merged_sums(algo, uploads):
-    """The server's sums of a list of uploads, through the exact accumulator."""
-    numel = uploads[0].message.numel()
-    acc = ExactAccumulator(algo.channel_bits, numel, len(uploads), "cpu")
-    for up in uploads:
-        acc.add(up.channels)
-    return acc.unpack(acc.packed(), "cpu")
 
 
 def per_tensor_kept(mask, algo, model):
@@ -98,10 +88,10 @@ def test_prunefl_server_regrows_at_zero_and_follows_the_cubic_schedule():
     sums = {"delta": torch.zeros(model.numel, dtype=torch.float64), "sq_grad": sq}
     # The schedule ends at the last reconfiguration (round 9 of 10).
     assert algo.schedule == Cubic(t0=0, s_i=0.5, s_f=0.9, t_end=9)
-    out = algo.server_step(ctx(2), sums, GlobalModel(weights.clone(), old))
+    out = server_step(algo, ctx(2), sums, GlobalModel(weights.clone(), old)).model
     assert torch.equal(out.mask, old)  # not a reconfiguration round
     for rnd in (3, 6, 9):
-        out = algo.server_step(ctx(rnd), sums, GlobalModel(weights.clone(), old))
+        out = server_step(algo, ctx(rnd), sums, GlobalModel(weights.clone(), old)).model
         assert int((algo.prunable & ~out.mask).sum()) == pruned_count(n, algo.schedule(rnd))
         assert out.mask[back] and out.weights[back] == 0
         assert torch.equal(out.mask, importance_mask(sq, algo.prunable, algo.schedule(rnd)))
@@ -126,17 +116,19 @@ def test_prunefl_reconfiguration_uploads_the_squared_gradient_and_counts_its_byt
     weights = torch.randn(model.numel) * mask
     glob = GlobalModel(weights, mask)
     grad = torch.randn(model.numel)
-    uploads = {}
+    uploads, plans = {}, {}
     for rnd in (1, 2):
         c = ctx(rnd, samples=40)
-        algo.begin_client(c, glob, 0)
-        if algo.needs_client_gradient(c):
-            algo.local_gradient(c, glob, 0, grad)
-        uploads[rnd] = algo.upload(c, glob, weights.clone(), None, 10)
-    assert not algo.needs_client_gradient(ctx(1)) and algo.needs_client_gradient(ctx(2))
+        plans[rnd] = algo.plan_client(ctx=c, model=glob, client=0)
+        given = grad if plans[rnd].needs_gradient else None
+        _, uploads[rnd] = run_client(algo, c, glob, 0, weights.clone(), gradient=given)
+    assert not plans[1].needs_gradient and plans[2].needs_gradient
     assert "sq_grad" not in uploads[1].channels
-    expected = (grad.double() * algo.prunable) ** 2 * 0.25
+    expected = (grad.double() * algo.prunable) ** 2
     torch.testing.assert_close(uploads[2].channels["sq_grad"], expected, rtol=0, atol=0)
+    # The server sums p_c g^2 (here p_c = 10 / 40), to the channel's 2**-32 resolution.
+    summed = sums_of(algo, [uploads[2]], [0.25])["sq_grad"]
+    torch.testing.assert_close(summed, expected * 0.25, rtol=0, atol=2.0**-32)
     plain, with_grad = (upload_info(uploads[r], "float32").total_bytes for r in (1, 2))
     # The gradient travels over the whole prunable set: 4 bytes per prunable entry more.
     assert with_grad - plain >= 4 * int(algo.prunable.sum())
@@ -185,7 +177,7 @@ def test_feddst_keeps_erk_densities_and_averages_over_holders():
         "federation.rounds=4",
     )
     counts = erk_counts(model.layout, algo.prunable, 0.2)
-    mask = algo.initial_mask(model.flat)
+    mask = algo.initial_mask(weights=model.flat)
     assert per_tensor_kept(mask, algo, model) == counts
     weights = model.flat.detach().clone() * mask
     gen = torch.Generator().manual_seed(1)
@@ -194,17 +186,18 @@ def test_feddst_keeps_erk_densities_and_averages_over_holders():
         glob = GlobalModel(weights, mask)
         uploads, client_masks = [], []
         for client, samples in enumerate((5, 10, 15)):
-            algo.begin_client(c, glob, client)
             local = (weights + 0.01 * torch.randn(weights.shape, generator=gen)) * mask
-            assert algo.needs_client_gradient(c)
-            algo.local_gradient(c, glob, client, torch.randn(weights.shape, generator=gen))
-            own = algo.finish_local(c, glob, local, client)
+            grad = torch.randn(weights.shape, generator=gen)
+            plan, update = run_client(algo, c, glob, client, local, gradient=grad)
+            assert plan.needs_gradient
+            own = update.client_mask
             assert per_tensor_kept(own, algo, model) == counts  # clients keep ERK counts
             assert bool((own & ~mask).any())  # the mask moved
             client_masks.append((own, local.clone(), samples))
-            uploads.append(algo.upload(c, glob, local, own, samples))
-            assert uploads[-1].side and uploads[-1].side[0] is own  # the mask travels
-        out = algo.server_step(c, merged_sums(algo, uploads), glob)
+            uploads.append(update)
+            assert update.side and update.side[0] is own  # the mask travels
+        sums = sums_of(algo, uploads, [5 / 30, 10 / 30, 15 / 30])
+        out = server_step(algo, c, sums, glob).model
         assert per_tensor_kept(out.mask, algo, model) == counts  # ERK after every readjustment
         # Every kept weight is the sample-weighted mean over the clients that hold it.
         num = sum(m.double() * w.double() * s for m, w, s in client_masks)
@@ -241,15 +234,12 @@ def test_min_votes_excludes_weights_held_by_too_few_clients():
 
 def test_feddst_uploads_values_over_the_global_mask_outside_readjustments():
     algo, model = algorithm("feddst", "algorithm.feddst.readjust_interval=10")
-    mask = algo.initial_mask(model.flat)
+    mask = algo.initial_mask(weights=model.flat)
     weights = model.flat.detach().clone() * mask
     glob = GlobalModel(weights, mask)
-    c = ctx(3)
-    algo.begin_client(c, glob, 0)
-    assert not algo.needs_client_gradient(c)
-    assert algo.finish_local(c, glob, weights.clone(), 0) is None
-    up = algo.upload(c, glob, weights.clone(), None, 50)
-    assert isinstance(up, Upload) and up.side == () and up.shared_support
+    plan, up = run_client(algo, ctx(3), glob, 0, weights.clone())
+    assert not plan.needs_gradient and up.client_mask is None
+    assert isinstance(up, ClientUpdate) and up.side == () and up.shared_support
     info = upload_info(up, "float32")
     assert info.method == "values" and info.count == int(mask.sum())
 

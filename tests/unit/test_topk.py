@@ -11,6 +11,7 @@ from hpc_fedprune.algorithms import GlobalModel, RoundContext, make_algorithm
 from hpc_fedprune.config import load_config
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.pruning.topk import keep_count, largest_k, topk_step, warmup_density
+from tests.unit.algo_driver import run_client
 
 
 def vectors(n=4000, seed=0):
@@ -108,20 +109,16 @@ def test_a_client_resumes_from_the_residual_it_left():
     weights = torch.zeros(n)
     model = GlobalModel(weights)
     g = torch.Generator().manual_seed(2)
-    algo.load_client_state(7, None)  # first participation: zero residual
-    first = torch.randn(n, generator=g)
-    algo.finish_local(ctx(1), model, first.clone(), 7)
-    up = algo.upload(ctx(1), model, first, None, samples=10)
-    state = algo.client_state(7)
+    first = torch.randn(n, generator=g)  # first participation: zero residual (state None)
+    _, up = run_client(algo, ctx(1), model, 7, first.clone(), state=None)
+    state = up.state
     assert torch.equal(up.message + torch.from_numpy(state["residual"]), first)
-    assert torch.equal(up.channels["delta"], up.message.double() * (10 / 30))
+    assert torch.equal(up.channels["delta"], up.message.double())  # the loop weights it
     assert int(up.support.sum()) == 5 and not up.shared_support
     # Next participation: the update adds to what was left.
-    algo.load_client_state(7, state)
     second = torch.randn(n, generator=g)
-    algo.finish_local(ctx(3), model, second.clone(), 7)
-    up2 = algo.upload(ctx(3), model, second, None, samples=10)
-    left = torch.from_numpy(algo.client_state(7)["residual"])
+    _, up2 = run_client(algo, ctx(3), model, 7, second.clone(), state=state)
+    left = torch.from_numpy(up2.state["residual"])
     assert torch.equal(up2.message + left, second + torch.from_numpy(state["residual"]))
 
 

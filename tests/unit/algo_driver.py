@@ -1,0 +1,36 @@
+"""Driving an algorithm through the per-client contract, as the round loop does.
+
+The loop's own pieces are used where they carry a rule (the exact accumulator applies
+the sample weights), so a test of a method checks the method, not a copy of the loop.
+"""
+
+from __future__ import annotations
+
+from hpc_fedprune.algorithms import GlobalModel
+from hpc_fedprune.exchange.accumulate import ExactAccumulator
+
+
+def run_client(algo, ctx, model, client, local, *, gradient=None, state=None):
+    """``plan_client`` then ``finish_client`` for one trained client: (plan, update)."""
+    plan = algo.plan_client(ctx=ctx, model=model, client=client, state=state)
+    update = algo.finish_client(
+        ctx=ctx, model=model, client=client, plan=plan, local=local, gradient=gradient,
+        state=state,
+    )  # fmt: skip
+    return plan, update
+
+
+def sums_of(algo, updates, weights):
+    """The server's exact sums of ``updates`` with sample weights ``weights``."""
+    numel = updates[0].message.numel()
+    acc = ExactAccumulator.for_channels(algo.channels, numel, len(updates), "cpu")
+    for update, weight in zip(updates, weights, strict=True):
+        acc.add_client(update.channels, algo.channels, weight)
+    return acc.unpack(acc.packed(), "cpu")
+
+
+def server_step(algo, ctx, sums, model: GlobalModel, server=None):
+    """One server step (a fresh server state unless given); returns the `ServerResult`."""
+    if server is None:
+        server = algo.new_server(weights=model.weights, mask=model.mask)
+    return algo.server_step(ctx=ctx, sums=sums, model=model, server=server)
