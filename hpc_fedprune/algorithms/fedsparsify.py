@@ -68,7 +68,7 @@ class FedSparsify(Algorithm):
             support=kept,
             shared_support=own is None and kept is not None,
             channels=channels,
-            client_mask=kept,
+            client_mask=own,  # Global: clients hold the global mask, nothing to record
         )
 
     # ------------------------------------------------------------- server side

@@ -114,6 +114,8 @@ def run_rounds(
         cohort = sample_cohort(config.runtime.seed, rnd, config.partition.num_clients,
                                setup.cohort_size)  # fmt: skip
         ctx = round_context(config, setup, rnd, cohort)
+        # What the cohort downloads at the start of the round: the global model as it is.
+        bytes_down = download_bytes(current, config.comm.value_dtype) * ctx.cohort_size
         units = rank_units(cohort, setup.sizes, world.size, world.rank, engine.clients.unit_size)
         # Clients train from the global model and add their weighted uploads to the sums.
         sums, records = train_clients(config, world, engine, ctx, current, units)
@@ -139,7 +141,8 @@ def run_rounds(
         if world.is_root:
             last = record_round(
                 config, setup, runfile, out_dir, rnd, gathered, scores, local_acc, current,
-                previous_mask, method_metrics, attacked, time.perf_counter() - t_round,
+                previous_mask, method_metrics, attacked, bytes_down,
+                time.perf_counter() - t_round,
             )  # fmt: skip
             report_progress(config, rnd, first, last, setup.dataset.task, start_time)
         # Every rank learns whether any was signalled, so all stop after the same round.
@@ -232,6 +235,11 @@ def start_model(config, world, engine, runfile, out_dir, resume):
     return current, server, 1
 
 
+def download_bytes(model: GlobalModel, value_dtype: str) -> int:
+    """Encoded bytes of one client's download of ``model`` (`accounting.download_info`)."""
+    return accounting.download_info(model, value_dtype).total_bytes
+
+
 def round_context(config: Config, setup: Setup, rnd: int, cohort: np.ndarray) -> RoundContext:
     """The read-only facts of round ``rnd`` with this ``cohort`` (the same on every rank)."""
     return RoundContext(
@@ -319,13 +327,13 @@ def evaluate_round(config, world, engine, current, rnd):
 
 def record_round(
     config, setup, runfile, out_dir, rnd, gathered, scores, local_acc, current, previous_mask,
-    method_metrics, attacked, wall_s,
+    method_metrics, attacked, bytes_down, wall_s,
 ):  # fmt: skip
     """Rank 0: the round's metrics row, written with its records; returns the row."""
     rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r.client)
     mpi_bytes = sum(b for _, b in gathered)
     last = round_metrics(rnd, rows, scores, local_acc, current, setup, config,
-                         setup.dataset.task, mpi_bytes, wall_s)  # fmt: skip
+                         setup.dataset.task, mpi_bytes, bytes_down, wall_s)  # fmt: skip
     last.update(method_metrics)
     include_cost(last)  # exploration traffic counts in round 1's bytes
     maybe_fail("write", 0, rnd)
@@ -401,13 +409,14 @@ def evaluate_local(config, setup, model, x_train, y_train, world):
     return float(np.mean(values)) if values else None
 
 
-def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mpi_bytes, wall_s):
+def round_metrics(
+    rnd, rows, scores, local_acc, current, setup, config, task, mpi_bytes, bytes_down, wall_s
+):
     """One row of /metrics from the gathered client records (sorted by client id)."""
     samples = np.array([r.samples for r in rows], dtype=np.float64)
     losses = np.array([r.loss for r in rows], dtype=np.float64)
     numel = setup.model.numel
     sparsity = accounting.sparsity(current, setup.algorithm.prunable)
-    down = accounting.download_info(current, config.comm.value_dtype).total_bytes * len(rows)
     metrics = {
         "round": rnd,
         ("test_accuracy" if task == "classification" else "test_mae"): scores.get(
@@ -418,7 +427,7 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
         "sparsity": sparsity,
         "density": 1.0 - sparsity,
         "bytes_up": float(sum(r.bytes_up for r in rows)),
-        "bytes_down": float(down),
+        "bytes_down": float(bytes_down),
         "bytes_up_dense_equiv": float(4 * numel * len(rows)),
         "bytes_up_values_only": float(sum(r.value_bytes for r in rows)),
         "mpi_bytes": float(mpi_bytes),
