@@ -128,8 +128,16 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def unknown_key_message(path: str, key: str, valid: list[str]) -> str:
+    """``unknown config key 'federation.round'; did you mean 'federation.rounds'?``.
+
+    The suggestion is the full key, ready to type back as an override.
+    """
+    section = path[: len(path) - len(key)]
     close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    if close:
+        hint = f"; did you mean '{section}{close[0]}'?"
+    else:
+        hint = f"; valid keys: {', '.join(section + v for v in valid)}"
     return f"unknown config key '{path}'{hint}"
 
 
