@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from pathlib import Path
@@ -48,6 +49,7 @@ def load_config(
         set_dotted(raw, key, value)
     config = build(Config, raw, "")
     check_consistency(config)
+    check_installed(config)
     return config
 
 
@@ -228,6 +230,19 @@ def check_consistency(config: Config) -> None:
         raise InputError(
             "training.mixed_precision: applies to grouped training only; set "
             "training.group_size > 1"
+        )
+
+
+def check_installed(config: Config) -> None:
+    """The optional packages that the config asks for can be imported.
+
+    Checked when a run's config is loaded, before anything is written, rather than when
+    the first round is logged.
+    """
+    if config.output.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise InputError(
+            "output.tensorboard: the tensorboard package is not installed "
+            "(pip install 'hpc_fedprune[tensorboard]'), or set output.tensorboard=false"
         )
 
 

@@ -40,6 +40,7 @@ from ..privacy import PrivacyEvaluator
 from ..store import RunFile
 from ..store.checkpoint import Checkpoint, write_checkpoint
 from ..store.exploration import write_exploration
+from ..store.tensorboard import log_round
 from ..training.clients import ClientTrainer
 from ..training.evaluate import evaluate
 from ..training.gradients import client_gradient, initial_trainer
@@ -239,6 +240,8 @@ def run_rounds(
             write_round(
                 runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed
             )
+            if config.output.tensorboard:
+                log_round(out_dir, rnd, last)
             if attacked:
                 runfile.append_privacy(attacked)
             if config.output.progress:
