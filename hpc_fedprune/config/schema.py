@@ -453,8 +453,8 @@ class OutputConfig:
     )
     tensorboard: bool = option(
         False,
-        "also write each round's metrics as TensorBoard scalars to <run dir>/tensorboard "
-        "(needs the tensorboard extra)",
+        "also write each round's metrics as TensorBoard scalars into the run directory's "
+        "tensorboard/ folder (needs the tensorboard extra)",
     )
 
 
