@@ -172,6 +172,9 @@ def coerce(path: str, value: Any, hint: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        if value in ("None", "none"):
+            # Python's spelling: in YAML it is a string, which would name a folder "None".
+            raise InputError(f"{path}: {value!r} is a string here; write null for no value")
         return coerce(path, value, args[0])
     if origin is tuple:
         (item, *_rest) = typing.get_args(hint)

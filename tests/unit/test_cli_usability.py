@@ -97,6 +97,12 @@ def test_config_keys_prints_yaml_that_reads_back(capsys) -> None:
     assert "| `data.root` | `null` |" in capsys.readouterr().out
 
 
+def test_python_none_is_refused_where_null_is_meant() -> None:
+    with pytest.raises(InputError, match="data.root: 'None' is a string here; write null"):
+        load_config(None, ["data.root=None"])
+    assert load_config(None, ["data.root=null"]).data.root is None
+
+
 def test_config_show_used_drops_what_the_run_does_not_read(capsys) -> None:
     argv = ["config", "show", "--used", "algorithm.name=fedsparsify", "model.name=mlp"]
     assert main(argv) == EXIT_OK
