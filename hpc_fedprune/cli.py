@@ -284,7 +284,7 @@ class _PipeGuard:
 
 def command_config(args) -> int:
     """``config show|keys|list|copy``."""
-    from .config import load_config
+    from .config import load_config, to_dict
     from .config.printing import dump_yaml, keys_markdown, keys_text, used_dict
 
     if args.config_command == "keys":
@@ -300,12 +300,8 @@ def command_config(args) -> int:
             print(f"wrote {path}")
         return EXIT_OK
     config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
-    if getattr(args, "used", False):
-        print(dump_yaml(used_dict(config)), end="")
-    else:
-        from .config import to_yaml
-
-        print(to_yaml(config), end="")
+    tree = used_dict(config) if getattr(args, "used", False) else to_dict(config)
+    print(dump_yaml(tree), end="")
     return EXIT_OK
 
 

@@ -65,6 +65,20 @@ def used_dict(config: Config) -> dict[str, Any]:
     return tree
 
 
+class _ReadableDumper(yaml.SafeDumper):
+    """Sections as indented blocks, one key a line; lists on one line (``[128, 128]``)."""
+
+
+def _flow_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=True)
+
+
+_ReadableDumper.add_representer(list, _flow_list)
+
+
 def dump_yaml(tree: dict[str, Any]) -> str:
-    """A config tree as block YAML with lists in flow style, in declaration order."""
-    return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None)
+    """A config tree for people to read (``config show``): one key a line, in declaration
+    order, lists in flow style. It loads back to the same tree."""
+    return yaml.dump(
+        tree, Dumper=_ReadableDumper, sort_keys=False, default_flow_style=False, width=100
+    )

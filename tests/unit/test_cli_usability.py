@@ -207,3 +207,13 @@ def test_analyze_into_a_closed_pipe_still_writes_its_files(tmp_path: Path) -> No
     os.close(write_end)
     assert proc.stderr == "" and proc.returncode == 0, proc.stderr
     assert (tmp_path / "a" / "metrics.csv").exists()
+
+
+def test_config_show_is_one_key_a_line_and_loads_back(tmp_path: Path, capsys) -> None:
+    overrides = ["model.name=mlp", "model.mlp.hidden=[64,32]", "data.shape=[1,8,8]"]
+    assert main(["config", "show", *overrides]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "data:\n  name: synthetic\n" in text and "    hidden: [64, 32]\n" in text
+    path = tmp_path / "shown.yaml"
+    path.write_text(text)
+    assert load_config(path) == load_config(None, overrides)
