@@ -310,7 +310,7 @@ def shipped_listing() -> str:
     from .shipped import shipped_files, shipped_root
 
     files = shipped_files()
-    width = max(len(f.relative) for f in files)
+    width = max((len(f.relative) for f in files), default=0)
     lines = [f"shipped with hpc_fedprune (in {shipped_root()}):"]
     lines += [f"  {f.relative:<{width}}  {f.description()}".rstrip() for f in files]
     lines.append(
