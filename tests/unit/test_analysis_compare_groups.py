@@ -161,10 +161,10 @@ def test_user_labels_titles_and_legends(tmp_path: Path, capsys, svg_text) -> Non
 
 
 def test_every_format_is_a_real_file_of_its_kind(tmp_path: Path, capsys) -> None:
-    run_dir = write_run(tmp_path / "r")
+    run_dir = write_run(tmp_path / "r", masks={})
     run_analyze(str(run_dir), str(tmp_path / "a"), formats="png,pdf,svg")
     magic = {"png": b"\x89PNG", "pdf": b"%PDF", "svg": b"<?xml"}
-    for stem in ("accuracy_vs_round", "accuracy_vs_bytes", "sparsity_heatmap"):
+    for stem in ("accuracy_vs_round", "accuracy_vs_bytes"):
         for fmt, head in magic.items():
             assert (tmp_path / "a" / f"{stem}.{fmt}").read_bytes().startswith(head), (stem, fmt)
     assert parse_formats(" PDF, png ,pdf") == ("pdf", "png")
