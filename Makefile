@@ -16,13 +16,13 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mpich,plot]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,mpich,plot,tensorboard]'
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create or update .venv (CPU torch pinned by constraints.txt)
 
 demo: $(STAMP)  ## run the built-in quick start on 2 ranks
-	$(MPIEXEC) -n 2 $(PY) -m mpi4py -m hpc_fedprune run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	$(MPIEXEC) -n 2 $(PY) -m hpc_fedprune run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)  ## run the whole test suite, MPI tests included
 	$(PY) -m pytest

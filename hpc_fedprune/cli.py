@@ -8,7 +8,9 @@ internal failure on any rank aborts the whole job instead of leaving it hanging.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
+import difflib
 import os
 import sys
 from pathlib import Path
@@ -27,14 +29,24 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}")
 
 
+#: Attribute of a command's namespace naming the list that collects loose words
+#: (``key=value`` overrides, run paths) wherever they stand between the options.
+_LOOSE = "_loose_words"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (parse with `parse_command_line`, which allows overrides
+    anywhere)."""
+    from . import __version__
+
     parser = _Parser(prog="python -m hpc_fedprune", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"hpc_fedprune {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser(
         "run",
         help="run one experiment (default: the built-in quick start)",
-        description="Run one experiment on all MPI ranks.",
+        description="Run one experiment on all MPI ranks. Overrides may stand anywhere.",
     )
     run.add_argument("--config", help="YAML config file (default: the quick start)")
     run.add_argument("--out", help="run directory (default: runs/<name>-<timestamp>)")
@@ -44,34 +56,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in DIR from its last checkpoint (its own config)",
     )
     run.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    run.set_defaults(**{_LOOSE: "overrides"})
 
     cfg = sub.add_parser(
         "config",
-        help="show the resolved config or list every key",
-        description="Inspect configuration.",
+        help="show the resolved config, list every key, or the shipped configs and job scripts",
+        description="Inspect configuration; list and copy the shipped configs and job scripts.",
     )
     cfg_sub = cfg.add_subparsers(dest="config_command", parser_class=_Parser)
     show = cfg_sub.add_parser("show", help="print the fully resolved config (all defaults)")
     show.add_argument("--config", help="YAML config file")
+    show.add_argument(
+        "--used",
+        action="store_true",
+        help="only what the run reads: the chosen model's and method's options, the attack "
+        "settings only with privacy.enabled",
+    )
     show.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    show.set_defaults(**{_LOOSE: "overrides"})
     keys = cfg_sub.add_parser("keys", help="list every config key with its default and meaning")
     keys.add_argument("--markdown", action="store_true", help="as a Markdown table (README)")
-
-    analyze = sub.add_parser(
-        "analyze",
-        help="summarise a run and write tables and plots",
-        description="Offline analysis of one run.",
+    cfg_sub.add_parser(
+        "list", help="the example configs and job scripts that ship with the package"
     )
-    analyze.add_argument("run", help="run directory or its run.h5")
-    analyze.add_argument("--out", help="output folder (default: <run>/analysis)")
+    copy = cfg_sub.add_parser(
+        "copy",
+        help="copy shipped configs or job scripts into the working folder",
+        description="Copy shipped files into ./configs/ and ./jobs/ (the repository's layout, "
+        "so the README's commands work as written), or into --to DIR.",
+    )
+    copy.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        help="a config (fedavg_fmnist_lenet5 or its .yaml), a job script (run.sbatch), or a "
+        "whole folder (configs, jobs)",
+    )
+    copy.add_argument("--to", metavar="DIR", help="put the files into DIR instead")
+    copy.set_defaults(**{_LOOSE: "names"})
 
+    from .analysis.cli import add_analyze_arguments, add_compare_arguments
+
+    add_analyze_arguments(
+        sub.add_parser(
+            "analyze",
+            help="summarise a run and write tables and plots",
+            description="Offline analysis of one run.",
+        )
+    )
     compare = sub.add_parser(
         "compare",
         help="compare several runs: one table, overlaid plots",
-        description="Compare runs.",
+        description="Compare runs. Runs whose configs differ only in runtime.seed form one "
+        "group: mean and standard deviation over its seeds in the table, shaded bands in "
+        "the plots.",
     )
-    compare.add_argument("runs", nargs="+", help="run directories or run.h5 files")
-    compare.add_argument("--out", help="output folder (default: ./compare)")
+    add_compare_arguments(compare)
+    compare.set_defaults(**{_LOOSE: "runs"})
 
     privacy = sub.add_parser(
         "privacy",
@@ -84,24 +125,82 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides",
         nargs="*",
         metavar="privacy.key=value",
-        help="attack-setting overrides (before --out)",
+        help="attack-setting overrides",
     )
+    privacy.set_defaults(**{_LOOSE: "overrides"})
     return parser
+
+
+def parse_command_line(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; loose words (``key=value`` overrides, run paths) may stand anywhere.
+
+    argparse takes a command's positional words only in one block, so
+    ``run --config X a.b=1 --out D c.d=2`` would leave ``c.d=2`` over. Whatever argparse
+    leaves is added, in order, to the command's loose-word list; an unknown option (a
+    misspelt one) stays an error.
+
+    Raises
+    ------
+    InputError
+        An unknown option, or a word the command takes nowhere.
+    """
+    parser = build_parser()
+    args, left = parser.parse_known_args(argv)
+    loose = getattr(args, _LOOSE, None)
+    options = [w for w in left if w.startswith("-") and w != "-"]
+    if options or (left and loose is None):
+        command = [args.command, getattr(args, "config_command", None)]
+        prog = " ".join([parser.prog, *(c for c in command if c)])
+        words = options or left
+        hint = _option_hint(parser, args, options)
+        raise InputError(f"{prog}: unrecognized arguments: {' '.join(words)}{hint}")
+    if loose is not None:
+        setattr(args, loose, [*getattr(args, loose), *left])
+    return args
+
+
+def _option_hint(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]
+) -> str:
+    """``; did you mean --out?`` for a misspelt option of the command."""
+    if not unknown:
+        return ""
+    # The innermost parser of the command given (``config show`` is two levels down).
+    for name in (args.command, getattr(args, "config_command", None)):
+        sub = _subcommands(parser).get(name) if name else None
+        if sub is not None:
+            parser = sub
+    known = [s for a in parser._actions for s in a.option_strings]  # noqa: SLF001
+    close = difflib.get_close_matches(unknown[0].split("=")[0], known, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # noqa: SLF001 - argparse lists sub-parsers nowhere else
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            return dict(action.choices)
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = build_parser().parse_args(argv or ["run"])
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
+    with quiet_broken_pipe():
+        try:
+            args = parse_command_line(argv or ["run"])
+        except InputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        except SystemExit as exc:  # --help, --version
+            return int(exc.code or 0)
+        return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command; returns the exit status."""
     if args.command in (None, "run"):
         if args.command is None:
-            args = build_parser().parse_args(["run"])
+            args = parse_command_line(["run"])
         return command_run(args)
     if args.command == "privacy":
         return command_run(args, body=_privacy)
@@ -111,35 +210,114 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "analyze":
             from .analysis import run_analyze
 
-            return run_analyze(args.run, args.out)
+            return run_analyze(args.run, args.out, formats=args.format)
         if args.command == "compare":
             from .analysis import run_compare
 
-            return run_compare(args.runs, args.out)
+            return run_compare(
+                args.runs,
+                args.out,
+                formats=args.format,
+                labels=args.labels,
+                groups=not args.no_groups,
+            )
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def quiet_broken_pipe():
+    """Let ``python -m hpc_fedprune ... | head`` end quietly.
+
+    When the reader of stdout goes away, printing raises BrokenPipeError, and Python
+    reports it again when it flushes stdout at exit. Inside this block stdout is wrapped:
+    the first broken pipe points file descriptor 1 at /dev/null (so that the final flush
+    succeeds) and every later write is dropped. The command itself carries on, so that
+    ``analyze RUN | head`` still writes its tables and plots.
+    """
+    original = sys.stdout
+    guard = _PipeGuard(original)
+    sys.stdout = guard
+    try:
+        yield guard
+    finally:
+        if sys.stdout is guard:
+            sys.stdout = original
+
+
+class _PipeGuard:
+    """A text stream that turns a broken pipe into silence (see `quiet_broken_pipe`)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real file (a test's capture): dropping the writes is enough
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def command_config(args) -> int:
-    from .config import describe_keys, load_config, to_yaml
+    """``config show|keys|list|copy``."""
+    from .config import load_config, to_dict
+    from .config.printing import dump_yaml, keys_markdown, keys_text, used_dict
 
     if args.config_command == "keys":
-        rows = describe_keys()
-        if args.markdown:
-            print("| key | default | meaning |\n|---|---|---|")
-            for key, default, text in rows:
-                print(f"| `{key}` | `{default!r}` | {text.replace('|', '/')} |")
-            return EXIT_OK
-        for key, default, text in rows:
-            print(f"{key} = {default!r}\n    {text}")
+        print(keys_markdown() if args.markdown else keys_text())
         return EXIT_OK
-    if args.config_command in (None, "show"):
-        config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
-        print(to_yaml(config), end="")
+    if args.config_command == "list":
+        print(shipped_listing())
         return EXIT_OK
+    if args.config_command == "copy":
+        from .shipped import copy_shipped
+
+        for path in copy_shipped(args.names, args.to):
+            print(f"wrote {path}")
+        return EXIT_OK
+    config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
+    tree = used_dict(config) if getattr(args, "used", False) else to_dict(config)
+    print(dump_yaml(tree), end="")
     return EXIT_OK
+
+
+def shipped_listing() -> str:
+    """``config list``: every shipped config and job script with its first comment line."""
+    from .shipped import shipped_files, shipped_root
+
+    files = shipped_files()
+    width = max((len(f.relative) for f in files), default=0)
+    lines = [f"shipped with hpc_fedprune (in {shipped_root()}):"]
+    lines += [f"  {f.relative:<{width}}  {f.description()}".rstrip() for f in files]
+    lines.append(
+        "copy one into the working folder: python -m hpc_fedprune config copy NAME "
+        "(configs/NAME, jobs/NAME; or a folder: configs, jobs)"
+    )
+    return "\n".join(lines)
 
 
 def default_out_dir(name: str) -> Path:
@@ -266,27 +444,11 @@ def _privacy(args, world) -> int:
 
 
 def summary_line(out_dir: Path) -> str:
-    """One line at the end of a run: scores, bytes, time (from the run file itself)."""
-    import h5py
+    """One line at the end of a run: scores, bytes, traffic_vs_dense, time (from run.h5)."""
+    from .analysis import load_run
+    from .analysis.summary import end_of_run_line
 
-    with h5py.File(out_dir / "run.h5", "r") as f:
-        m = f["metrics"]
-        name = "test_accuracy" if "test_accuracy" in m else "test_mae"
-        scores = m[name][...]
-        valid = scores[~np.isnan(scores)]
-        best = (
-            (valid.max() if name == "test_accuracy" else valid.min())
-            if len(valid)
-            else float("nan")
-        )
-        up, down = m["bytes_up"][...].sum(), m["bytes_down"][...].sum()
-        dense = m["bytes_up_dense_equiv"][...].sum()
-        return (
-            f"done: {len(scores)} rounds, final {name} {scores[-1]:.4f}, best {best:.4f}, "
-            f"sparsity {m['sparsity'][-1]:.3f}, "
-            f"bytes up {up / 1e6:.1f} MB down {down / 1e6:.1f} MB "
-            f"({(up + down) / (2 * dense):.3f} x dense), {f.attrs.get('wall_s', 0):.1f} s"
-        )
+    return end_of_run_line(load_run(out_dir))
 
 
 def prepare_resume(out_dir: Path, world_size: int):

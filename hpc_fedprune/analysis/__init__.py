@@ -6,6 +6,7 @@ starts fast and runs on a laptop with a copy of ``run.h5``.
 >>> from hpc_fedprune.analysis import load_run, summarize, mask_history
 >>> run = load_run("runs/demo")                    # doctest: +SKIP
 >>> print(render_summary(summarize(run)))          # doctest: +SKIP
+>>> traffic_of(run.metrics).traffic_vs_dense       # doctest: +SKIP
 """
 
 from .cli import (
@@ -15,6 +16,7 @@ from .cli import (
     run_compare,
 )
 from .compare import pareto_front
+from .figures import Traffic, traffic_of
 from .masks import (
     OVERALL,
     ClientAgreement,
@@ -32,7 +34,7 @@ from .runfile import (
     Run,
     load_run,
 )
-from .summary import Summary, render_summary, summarize
+from .summary import Summary, end_of_run_line, render_summary, summarize
 
 __all__ = [
     "OVERALL",
@@ -46,9 +48,11 @@ __all__ = [
     "MaskTensorSummary",
     "Run",
     "Summary",
+    "Traffic",
     "add_analyze_arguments",
     "add_compare_arguments",
     "client_agreement",
+    "end_of_run_line",
     "load_run",
     "mask_history",
     "pareto_front",
@@ -56,4 +60,5 @@ __all__ = [
     "run_analyze",
     "run_compare",
     "summarize",
+    "traffic_of",
 ]

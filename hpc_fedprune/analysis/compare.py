@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .summary import Summary
+from .groups import Row
+from .summary import Quality
 from .tables import write_csv
 from .units import format_bytes, format_percent
 
@@ -52,7 +53,11 @@ def pareto_front(
 
 COMPARE_HEADER = (
     "run",
+    "label",
+    "group",
+    "seed",
     "method",
+    "algorithm",
     "dataset",
     "model",
     "metric",
@@ -61,7 +66,9 @@ COMPARE_HEADER = (
     "final_sparsity",
     "bytes_up",
     "bytes_down",
-    "ratio_to_dense",
+    "uplink_vs_dense",
+    "downlink_vs_dense",
+    "traffic_vs_dense",
     "rounds_done",
     "status",
     "pareto",
@@ -69,11 +76,22 @@ COMPARE_HEADER = (
 )
 
 
-def write_compare_csv(path: Path, summaries: Sequence[Summary], front: Sequence[bool]) -> Path:
-    """``compare.csv``: one row per run (raw numbers, bytes in bytes)."""
-    rows = (
+def write_compare_csv(
+    path: Path, rows: Sequence[Row], front: Sequence[bool], names: Mapping[str, str]
+) -> Path:
+    """``compare.csv``: one line per run (raw numbers, bytes in bytes).
+
+    ``group`` numbers the rows of the table (runs over seeds of one experiment share it),
+    ``label`` is the row's label, and ``pareto`` says whether the row is on the frontier.
+    ``names`` maps each run file to its short name.
+    """
+    lines = (
         (
-            s.name,
+            names[s.path],
+            row.label,
+            g + 1,
+            s.seed,
+            s.method,
             s.algorithm,
             s.dataset,
             s.model,
@@ -83,54 +101,129 @@ def write_compare_csv(path: Path, summaries: Sequence[Summary], front: Sequence[
             s.final_sparsity,
             s.bytes_up,
             s.bytes_down,
-            s.ratio_total,
+            s.uplink_vs_dense,
+            s.downlink_vs_dense,
+            s.traffic_vs_dense,
             s.rounds_done,
             s.status,
             bool(on),
             s.path,
         )
-        for s, on in zip(summaries, front, strict=True)
+        for g, (row, on) in enumerate(zip(rows, front, strict=True))
+        for s in row.members
     )
-    return write_csv(path, COMPARE_HEADER, rows)
+    return write_csv(path, COMPARE_HEADER, lines)
 
 
-def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) -> str:
-    """The comparison as an aligned text table; ``*`` marks runs on the Pareto frontier."""
-    q = summaries[0].quality
+GROUPS_HEADER = (
+    "group",
+    "label",
+    "runs",
+    "seeds",
+    "metric",
+    "final_mean",
+    "final_std",
+    "best_mean",
+    "best_std",
+    "final_sparsity_mean",
+    "bytes_up_mean",
+    "bytes_down_mean",
+    "traffic_vs_dense_mean",
+    "traffic_vs_dense_std",
+    "rounds_done",
+    "pareto",
+)
+
+
+def write_groups_csv(path: Path, rows: Sequence[Row], front: Sequence[bool]) -> Path:
+    """``compare_groups.csv``: one line per table row, means and sample standard deviations
+    (ddof 1) over the row's runs; ``runs`` is n."""
+    lines = (
+        (
+            g + 1,
+            row.label,
+            row.n,
+            row.seeds,
+            row.first.quality.key,
+            row.final[0],
+            row.final[1],
+            row.best[0],
+            row.best[1],
+            row.mean("final_sparsity"),
+            row.mean("bytes_up"),
+            row.mean("bytes_down"),
+            row.mean("traffic_vs_dense"),
+            row.std("traffic_vs_dense"),
+            row.rounds_done,
+            bool(on),
+        )
+        for g, (row, on) in enumerate(zip(rows, front, strict=True))
+    )
+    return write_csv(path, GROUPS_HEADER, lines)
+
+
+def _with_spread(q: Quality, stat: tuple[float, float, int]) -> str:
+    """``84.06 %`` for one value, ``84.06 ± 0.31 %`` over seeds."""
+    mean, sd, _n = stat
+    if not math.isfinite(sd):
+        return q.fmt(mean)
+    if q.key == "test_accuracy":
+        return f"{100 * mean:.2f} ± {100 * sd:.2f} %"
+    return f"{mean:.4g} ± {sd:.2g}"
+
+
+def render_compare_table(
+    rows: Sequence[Row], front: Sequence[bool], names: Mapping[str, str]
+) -> str:
+    """The comparison as an aligned text table; ``*`` marks rows on the Pareto frontier.
+
+    A row is a run, or a group of runs over seeds (then the numbers are means, with the
+    sample standard deviation after ``±`` for the quality metric).
+    """
+    q = rows[0].first.quality
+    grouped = any(r.n > 1 for r in rows)
     header = (
         "",
-        "run",
-        "method",
+        "label",
+        "run" if not grouped else "runs",
+        "seed" if not grouped else "seeds",
         "dataset",
         f"final {q.label}",
         f"best {q.label}",
         "sparsity",
         "bytes up",
         "bytes down",
-        "vs dense",
+        "traffic_vs_dense",
         "rounds",
         "status",
     )
-    rows = [
-        (
-            "*" if on else "",
-            s.name,
-            s.algorithm,
-            s.dataset,
-            s.quality.fmt(s.final),
-            s.quality.fmt(s.best),
-            format_percent(s.final_sparsity),
-            format_bytes(s.bytes_up),
-            format_bytes(s.bytes_down),
-            f"{s.ratio_total:.3g} x" if math.isfinite(s.ratio_total) else "n/a",
-            f"{s.rounds_done}/{s.rounds_planned}" if s.rounds_planned else str(s.rounds_done),
-            s.status,
+    body = []
+    for row, on in zip(rows, front, strict=True):
+        s = row.first
+        run_name = names[s.path] + (f" +{row.n - 1}" if row.n > 1 else "")
+        ratio = row.mean("traffic_vs_dense")
+        body.append(
+            (
+                "*" if on else "",
+                row.label,
+                run_name,
+                row.seeds,
+                s.dataset,
+                _with_spread(q, row.final),
+                _with_spread(q, row.best),
+                format_percent(row.mean("final_sparsity")),
+                format_bytes(row.mean("bytes_up")),
+                format_bytes(row.mean("bytes_down")),
+                f"{ratio:.3f}" if math.isfinite(ratio) else "n/a",
+                f"{row.rounds_done}/{s.rounds_planned}"
+                if s.rounds_planned
+                else str(row.rounds_done),
+                row.status,
+            )
         )
-        for s, on in zip(summaries, front, strict=True)
-    ]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     # Text columns left-aligned, numbers right-aligned.
-    left = {0, 1, 2, 3, 11}
+    left = {0, 1, 2, 3, 4, 12}
 
     def line(r: Sequence[str]) -> str:
         cells = [
@@ -139,10 +232,19 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
         ]
         return "  ".join(cells).rstrip()
 
-    out = [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    out = [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
     better = "higher" if q.higher_is_better else "lower"
     out.append(
-        f"* = on the Pareto frontier: no other run has a {better} final {q.label} for no more "
+        f"* = on the Pareto frontier: no other row has a {better} final {q.label} for no more "
         f"bytes, or the same for fewer (bytes = up + down)"
     )
+    out.append(
+        "traffic_vs_dense = (bytes up + bytes down) / (2 x dense float32 uplink of the same "
+        "clients)"
+    )
+    if grouped:
+        out.append(
+            "rows over several seeds: mean ± sample standard deviation (ddof 1) over the n "
+            "seeds listed; sparsity, bytes and traffic_vs_dense are means"
+        )
     return "\n".join(out)

@@ -1,4 +1,4 @@
-"""PNG plots of one run or of several runs side by side.
+"""Plots of one run or of several runs side by side, as PNG, PDF or SVG.
 
 matplotlib is an optional extra (``pip install 'hpc_fedprune[plot]'``), imported only when a
 plot is drawn. Figures are built with ``matplotlib.figure.Figure`` directly rather than
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .masks import OVERALL, MaskHistory
 from .summary import Quality
 from .units import byte_unit
@@ -50,9 +51,41 @@ def _new_figure(size: tuple[float, float] = _SIZE, series: int = 1) -> Any:
     return _figure_class()(figsize=size, layout="constrained")
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, dpi=_DPI)
-    return path
+#: The file formats a plot can be written in (``--format``).
+FORMATS = ("png", "pdf", "svg")
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"png,pdf"`` -> ``("png", "pdf")``, checked against `FORMATS`.
+
+    Raises
+    ------
+    InputError
+        An unknown or empty format list.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in items if f.strip()))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise InputError(
+            f"--format: {', '.join(bad) or 'nothing given'}; choose from {', '.join(FORMATS)} "
+            "(comma-separated, e.g. png,pdf)"
+        )
+    return formats
+
+
+def _save(fig: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
+    """Write ``fig`` as ``stem.<format>`` for every format; return the files."""
+    paths = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        # No creation date in PDF and SVG files: the same run gives the same file.
+        fig.savefig(path, dpi=_DPI, format=fmt, metadata=_METADATA.get(fmt))
+        paths.append(path)
+    return paths
+
+
+_METADATA = {"pdf": {"CreationDate": None}, "svg": {"Date": None}}
 
 
 @dataclass(frozen=True)
@@ -69,12 +102,26 @@ class Series:
         Quality metric per round (NaN where not evaluated).
     cumulative_bytes : numpy.ndarray or None
         Client traffic up + down after each round.
+    spread : numpy.ndarray or None
+        For a group of runs over seeds: the standard deviation of ``values`` per round,
+        drawn as a band of plus and minus one around the curve (``values`` is the mean).
     """
 
     label: str
     rounds: np.ndarray
     values: np.ndarray
     cumulative_bytes: np.ndarray | None = None
+    spread: np.ndarray | None = None
+
+    @property
+    def has_values(self) -> bool:
+        """True when at least one round was evaluated (there is a point to draw)."""
+        return bool(np.isfinite(self.values).any())
+
+    @property
+    def has_bytes(self) -> bool:
+        """True when the run recorded client traffic (the x axis of `quality_vs_bytes`)."""
+        return self.cumulative_bytes is not None and bool(np.any(self.cumulative_bytes > 0))
 
 
 def _scaled(q: Quality, values: np.ndarray) -> np.ndarray:
@@ -108,18 +155,24 @@ def _legend(ax: Any, n: int) -> None:
 
 
 def quality_vs_round(
-    path: Path, series: Sequence[Series], quality: Quality, title: str, extra: Series | None = None
-) -> Path:
-    """Test accuracy (or MAE) against round, one line per series.
+    stem: Path,
+    series: Sequence[Series],
+    quality: Quality,
+    title: str,
+    extra: Series | None = None,
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
+    """Test accuracy (or MAE) against round, one line per series; returns the files.
 
-    ``extra`` adds a dashed line (e.g. the clients' local test accuracy).
+    ``extra`` adds a dashed line (e.g. the clients' local test accuracy). A series with a
+    ``spread`` gets a shaded band of one standard deviation around its mean.
     """
     fig = _new_figure(series=len(series) + (extra is not None))
     ax = fig.add_subplot()
     for s in [*series, *([extra] if extra is not None else [])]:
         ok = np.isfinite(s.values)
         style = "--" if s is extra else "-"
-        ax.plot(
+        (line,) = ax.plot(
             s.rounds[ok],
             _scaled(quality, s.values[ok]),
             style,
@@ -127,23 +180,43 @@ def quality_vs_round(
             markersize=3,
             label=s.label,
         )
+        _band(ax, s.rounds[ok], s, ok, quality, line.get_color())
     _round_axis(ax.xaxis)
     ax.set_ylabel(_y_label(quality))
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     _legend(ax, len(series) + (extra is not None))
-    return _save(fig, path)
+    return _save(fig, stem, formats)
+
+
+def _band(ax: Any, x: np.ndarray, s: Series, ok: np.ndarray, quality: Quality, color: str) -> None:
+    """Shade mean +- one standard deviation of a group's curve."""
+    if s.spread is None:
+        return
+    mean, sd = s.values[ok], s.spread[ok]
+    ax.fill_between(
+        x,
+        _scaled(quality, mean - sd),
+        _scaled(quality, mean + sd),
+        color=color,
+        alpha=0.2,
+        linewidth=0,
+    )
 
 
 def quality_vs_bytes(
-    path: Path,
+    stem: Path,
     series: Sequence[Series],
     quality: Quality,
     title: str,
     final_points: Sequence[tuple[float, float]] | None = None,
     frontier: Sequence[bool] | None = None,
-) -> Path:
+    formats: Sequence[str] = ("png",),
+) -> list[Path]:
     """Test accuracy (or MAE) against cumulative client traffic, log x in kB/MB/GB.
+
+    A series with a ``spread`` (a group over seeds) is drawn at its mean traffic with a
+    band of one standard deviation of the metric.
 
     Parameters
     ----------
@@ -156,11 +229,11 @@ def quality_vs_bytes(
     fig = _new_figure(series=len(series) + (frontier is not None))
     ax = fig.add_subplot()
     largest = max(
-        (float(np.nanmax(s.cumulative_bytes)) for s in series if _has_bytes(s)), default=1.0
+        (float(np.nanmax(s.cumulative_bytes)) for s in series if s.has_bytes), default=1.0
     )
     unit, size = byte_unit(largest)
     for i, s in enumerate(series):
-        if not _has_bytes(s):
+        if not s.has_bytes:
             continue
         assert s.cumulative_bytes is not None
         ok = np.isfinite(s.values) & (s.cumulative_bytes > 0)
@@ -171,6 +244,7 @@ def quality_vs_bytes(
             markersize=3,
             label=s.label,
         )
+        _band(ax, s.cumulative_bytes[ok] / size, s, ok, quality, line.get_color())
         if final_points is not None:
             b, v = final_points[i]
             if np.isfinite(v) and b > 0:
@@ -203,7 +277,7 @@ def quality_vs_bytes(
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     _legend(ax, len(series) + (frontier is not None))
-    return _save(fig, path)
+    return _save(fig, stem, formats)
 
 
 def _plain_log_ticks(axis: Any) -> None:
@@ -230,11 +304,9 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(label))
 
 
-def _has_bytes(s: Series) -> bool:
-    return s.cumulative_bytes is not None and bool(np.any(s.cumulative_bytes > 0))
-
-
-def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
+def sparsity_heatmap(
+    stem: Path, history: MaskHistory, title: str, formats: Sequence[str] = ("png",)
+) -> list[Path]:
     """Sparsity of each prunable tensor (rows, model order) over the rounds.
 
     Round r occupies the x interval [r, r + 1) and shows the mask after round r.
@@ -260,10 +332,12 @@ def sparsity_heatmap(path: Path, history: MaskHistory, title: str) -> Path:
     ax.set_title(title)
     # A tall figure (many tensors) would stretch the colour bar to its full height.
     fig.colorbar(mesh, ax=ax, label="sparsity (% of weights pruned)", shrink=min(1.0, 6.0 / height))
-    return _save(fig, path)
+    return _save(fig, stem, formats)
 
 
-def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
+def mask_change_rate(
+    stem: Path, history: MaskHistory, title: str, formats: Sequence[str] = ("png",)
+) -> list[Path]:
     """Share of weights pruned and regrown at each mask record, as stacked bars.
 
     Bars rather than lines: rounds between two records had no change to show, and a line
@@ -301,4 +375,4 @@ def mask_change_rate(path: Path, history: MaskHistory, title: str) -> Path:
     ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return _save(fig, stem, formats)

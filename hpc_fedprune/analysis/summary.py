@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .figures import Traffic, traffic_of
+from .labels import method_name, run_config
 from .masks import OVERALL, ClientAgreement, MaskHistory
 from .runfile import Run
 from .units import format_bytes, format_duration, format_percent
@@ -62,8 +64,10 @@ class Summary:
         The run file.
     name : str
         Short name of the run (its directory).
+    method : str
+        The method as papers name it ("FedSparsify-Global"), from the run's config.
     algorithm, dataset, model, task : str
-        What was run.
+        What was run (``algorithm``: the config's ``algorithm.name``).
     num_clients : int or None
         Clients in the federation.
     rounds_done : int
@@ -101,6 +105,7 @@ class Summary:
 
     path: str
     name: str
+    method: str
     algorithm: str
     dataset: str
     model: str
@@ -128,28 +133,29 @@ class Summary:
     format_version: int
 
     @property
+    def traffic(self) -> Traffic:
+        """The client traffic and its figures (`hpc_fedprune.analysis.figures`)."""
+        return Traffic(self.bytes_up, self.bytes_down, self.bytes_dense)
+
+    @property
     def bytes_total(self) -> float:
         """Uplink plus downlink bytes."""
-        return self.bytes_up + self.bytes_down
+        return self.traffic.total
 
     @property
-    def ratio_up(self) -> float:
-        """Uplink bytes over their dense equivalent."""
-        return _ratio(self.bytes_up, self.bytes_dense)
+    def uplink_vs_dense(self) -> float:
+        """``bytes_up / dense`` (figures.uplink_vs_dense)."""
+        return self.traffic.uplink_vs_dense
 
     @property
-    def ratio_down(self) -> float:
-        """Downlink bytes over their dense equivalent."""
-        return _ratio(self.bytes_down, self.bytes_dense)
+    def downlink_vs_dense(self) -> float:
+        """``bytes_down / dense`` (figures.downlink_vs_dense)."""
+        return self.traffic.downlink_vs_dense
 
     @property
-    def ratio_total(self) -> float:
-        """All client traffic over its dense equivalent (dense up + dense down)."""
-        return _ratio(self.bytes_total, 2 * self.bytes_dense)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 and math.isfinite(b) else NAN
+    def traffic_vs_dense(self) -> float:
+        """``(bytes_up + bytes_down) / (2 x dense)`` (figures.traffic_vs_dense)."""
+        return self.traffic.traffic_vs_dense
 
 
 def _total(metrics: dict[str, np.ndarray], key: str) -> float:
@@ -212,9 +218,11 @@ def summarize(run: Run) -> Summary:
         best, best_round, final, final_round = NAN, None, NAN, None
     sparsity = m.get("sparsity")
     a = run.attrs
+    traffic = traffic_of(m)
     return Summary(
         path=str(run.path),
         name=run.name,
+        method=method_name(run_config(run), run.algorithm),
         algorithm=run.algorithm,
         dataset=run.dataset,
         model=run.model,
@@ -230,9 +238,9 @@ def summarize(run: Run) -> Summary:
         final=final,
         final_round=final_round,
         final_sparsity=float(sparsity[-1]) if sparsity is not None and len(sparsity) else NAN,
-        bytes_up=_total(m, "bytes_up"),
-        bytes_down=_total(m, "bytes_down"),
-        bytes_dense=_total(m, "bytes_up_dense_equiv"),
+        bytes_up=traffic.bytes_up,
+        bytes_down=traffic.bytes_down,
+        bytes_dense=traffic.dense,
         mpi_bytes=_total(m, "mpi_bytes"),
         wall_s=_total(m, "wall_s"),
         seed=_int_or_none(a.get("seed")),
@@ -270,7 +278,7 @@ def render_summary(
         More lines at the end (membership-inference results).
     """
     lines: list[tuple[str, str]] = []
-    who = f"{s.algorithm} on {s.dataset} ({s.model})"
+    who = f"{s.method} ({s.algorithm}) on {s.dataset} ({s.model})"
     if s.num_clients is not None:
         who += f", {s.num_clients} clients"
     lines.append(("run", s.path))
@@ -297,9 +305,25 @@ def render_summary(
                 f"(density {format_percent(1 - s.final_sparsity)})",
             )
         )
-    dense = f"dense {format_bytes(s.bytes_dense)}"
-    lines.append(("bytes up", f"{format_bytes(s.bytes_up)} = {_x(s.ratio_up)} {dense}"))
-    lines.append(("bytes down", f"{format_bytes(s.bytes_down)} = {_x(s.ratio_down)} {dense}"))
+    lines.append(
+        (
+            "bytes up",
+            f"{format_bytes(s.bytes_up)}: uplink_vs_dense {_x(s.uplink_vs_dense)} "
+            f"(dense {format_bytes(s.bytes_dense)})",
+        )
+    )
+    lines.append(
+        (
+            "bytes down",
+            f"{format_bytes(s.bytes_down)}: downlink_vs_dense {_x(s.downlink_vs_dense)}",
+        )
+    )
+    lines.append(
+        (
+            "traffic",
+            f"{format_bytes(s.bytes_total)} up + down: traffic_vs_dense {_x(s.traffic_vs_dense)}",
+        )
+    )
     if math.isfinite(s.mpi_bytes):
         lines.append(("MPI bytes", f"{format_bytes(s.mpi_bytes)} exchanged between ranks"))
     per_round = (
@@ -320,7 +344,26 @@ def render_summary(
 
 
 def _x(ratio: float) -> str:
-    return f"{ratio:.3g} x" if math.isfinite(ratio) else "n/a x"
+    return f"{ratio:.3f}" if math.isfinite(ratio) else "n/a"
+
+
+def end_of_run_line(run: Run) -> str:
+    """The line a run prints when it finishes: scores, bytes, traffic_vs_dense, time.
+
+    Parameters
+    ----------
+    run : Run
+        The finished run (`load_run` of its directory).
+    """
+    s = summarize(run)
+    key = s.quality.key
+    wall = run.attrs.get("wall_s", s.wall_s)
+    return (
+        f"done: {s.rounds_done} rounds, final {key} {s.final:.4f}, best {s.best:.4f}, "
+        f"sparsity {s.final_sparsity:.3f}, bytes up {s.bytes_up / 1e6:.1f} MB "
+        f"down {s.bytes_down / 1e6:.1f} MB, traffic_vs_dense {_x(s.traffic_vs_dense)}, "
+        f"{float(wall):.1f} s"
+    )
 
 
 def _plural(n: int, word: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import types
 import typing
 from pathlib import Path
@@ -48,6 +49,7 @@ def load_config(
         set_dotted(raw, key, value)
     config = build(Config, raw, "")
     check_consistency(config)
+    check_installed(config)
     return config
 
 
@@ -128,8 +130,16 @@ def build(cls: type, raw: Any, prefix: str) -> Any:
 
 
 def unknown_key_message(path: str, key: str, valid: list[str]) -> str:
+    """``unknown config key 'federation.round'; did you mean 'federation.rounds'?``.
+
+    The suggestion is the full key, ready to type back as an override.
+    """
+    section = path[: len(path) - len(key)]
     close = difflib.get_close_matches(key, valid, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+    if close:
+        hint = f"; did you mean '{section}{close[0]}'?"
+    else:
+        hint = f"; valid keys: {', '.join(section + v for v in valid)}"
     return f"unknown config key '{path}'{hint}"
 
 
@@ -162,6 +172,9 @@ def coerce(path: str, value: Any, hint: Any) -> Any:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
+        if value in ("None", "none"):
+            # Python's spelling: in YAML it is a string, which would name a folder "None".
+            raise InputError(f"{path}: {value!r} is a string here; write null for no value")
         return coerce(path, value, args[0])
     if origin is tuple:
         (item, *_rest) = typing.get_args(hint)
@@ -220,6 +233,19 @@ def check_consistency(config: Config) -> None:
         raise InputError(
             "training.mixed_precision: applies to grouped training only; set "
             "training.group_size > 1"
+        )
+
+
+def check_installed(config: Config) -> None:
+    """The optional packages that the config asks for can be imported.
+
+    Checked when a run's config is loaded, before anything is written, rather than when
+    the first round is logged.
+    """
+    if config.output.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise InputError(
+            "output.tensorboard: the tensorboard package is not installed "
+            "(pip install 'hpc_fedprune[tensorboard]'), or set output.tensorboard=false"
         )
 
 

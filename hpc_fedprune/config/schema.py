@@ -451,6 +451,11 @@ class OutputConfig:
     checkpoint_every: int = option(
         10, "write a checkpoint every k rounds (0: only when stopped by a signal)", min=0
     )
+    tensorboard: bool = option(
+        False,
+        "also write each round's metrics as TensorBoard scalars into the run directory's "
+        "tensorboard/ folder (needs the tensorboard extra)",
+    )
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,14 @@ from .shadow import build_shadow, outputs_of, train_shadow
 def plan_privacy(config, train_parts: list[np.ndarray], holdout: np.ndarray) -> MembershipSets:
     """The run's membership sets, with its privacy settings checked (InputError if bad)."""
     p = config.privacy
-    late = [r for r in p.rounds if r > config.federation.rounds]
+    last = config.federation.rounds
+    late = [r for r in p.rounds if r > last]
     if late:
+        kept = ",".join(str(r) for r in p.rounds if r <= last)  # no spaces: one shell word
         raise InputError(
-            f"privacy.rounds: {late} after the last round ({config.federation.rounds})"
+            f"privacy.rounds: {late} after the last round ({last}); the last round is "
+            f"always attacked, so set privacy.rounds=[{kept}] "
+            f"or raise federation.rounds to {max(late)}"
         )
     seed = config.runtime.seed
     sets = membership_sets(

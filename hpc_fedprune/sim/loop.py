@@ -42,6 +42,7 @@ from ..privacy import PrivacyEvaluator
 from ..store import RunFile
 from ..store.checkpoint import Checkpoint, write_checkpoint
 from ..store.exploration import write_exploration
+from ..store.tensorboard import log_round
 from ..training.clients import ClientTrainer
 from ..training.evaluate import evaluate
 from ..training.gradients import client_gradient, initial_trainer
@@ -343,6 +344,8 @@ def record_round(
     )
     write_round(runfile, out_dir, rnd, last, rows, current, setup, setup.algorithm, config,
                 mask_changed)  # fmt: skip
+    if config.output.tensorboard:
+        log_round(out_dir, rnd, last)
     if attacked:
         runfile.append_privacy(attacked)
     return last

@@ -41,7 +41,7 @@ def test_compare_two_runs(two_runs, tmp_path):
     out = tmp_path / "c"
     proc = cli("compare", *map(str, two_runs), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
-    assert "fedavg" in proc.stdout and "fedsparsify" in proc.stdout
+    assert "FedAvg" in proc.stdout and "FedSparsify-Local" in proc.stdout
     assert (out / "compare.csv").exists()
 
 

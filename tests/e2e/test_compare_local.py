@@ -38,7 +38,7 @@ def test_runs_every_line_then_skips_finished_runs(tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     assert (out / "dense" / "run.h5").is_file() and (out / "pruned" / "run.h5").is_file()
     table = first.stdout[first.stdout.index(" run ") :]
-    assert "dense" in table and "pruned" in table and "fedsparsify" in table
+    assert "dense" in table and "pruned" in table and "FedSparsify-Global" in table
     assert (out / "compare" / "compare.csv").is_file()
 
     again = run_script(sweep, out)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import yaml
 
 
 def bits(s: str) -> np.ndarray:
@@ -147,12 +148,15 @@ def write_run(
     mask_rounds: Sequence[int] | None = None,
     client_rows: Sequence[tuple[int, int, Mapping[str, np.ndarray]]] | None = None,
     format_version: int | None = 1,
+    seed: int = 7,
+    config: Mapping | None = None,
 ) -> Path:
     """Write ``run_dir/run.h5`` (plus config.yaml and metrics.jsonl); return ``run_dir``.
 
     Defaults give a finished 8-round classification run with `KNOWN_MASKS`; pass
     ``masks={}`` for a run without masks and ``format_version=None`` for a file that is
-    not a run file.
+    not a run file. The ``config`` attribute is a resolved config in the simulator's layout
+    (``algorithm.name``, ``runtime.seed``, ...); ``config`` adds to it by section.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     m = dict(metrics) if metrics is not None else default_metrics(8, task)
@@ -160,15 +164,25 @@ def write_run(
     shapes = dict(KNOWN_SHAPES if mask_shapes is None else mask_shapes)
     mask_rounds = KNOWN_MASK_ROUNDS if mask_rounds is None else mask_rounds
     n_rounds = len(m["round"])
-    config = f"algorithm: {algorithm}\ndataset: {dataset}\nrounds: {rounds_planned}\n"
+    tree: dict = {
+        "data": {"name": dataset},
+        "model": {"name": model},
+        "federation": {"rounds": rounds_planned},
+        "algorithm": {"name": algorithm},
+        "output": {"dir": str(run_dir)},
+        "runtime": {"seed": seed},
+    }
+    for section, values in (config or {}).items():
+        tree.setdefault(section, {}).update(values)
+    config_text = yaml.safe_dump(tree, sort_keys=False)
     with h5py.File(run_dir / "run.h5", "w") as f:
         if format_version is not None:
             f.attrs["format_version"] = format_version
         f.attrs.update(
             {
                 "hpc_fedprune_version": "0.1.0",
-                "config": config,
-                "seed": 7,
+                "config": config_text,
+                "seed": seed,
                 "world_size": 2,
                 "algorithm": algorithm,
                 "created": "2025-01-02T03:04:05Z",
@@ -210,7 +224,7 @@ def write_run(
         _resizable(up, "bytes", np.full(2 * n_rounds, 500_000, dtype=np.int64))
         f.create_dataset("partition/sizes", data=np.arange(10, 20, dtype=np.int64))
         f.create_dataset("partition/label_counts", data=np.ones((10, 3), dtype=np.int64))
-    (run_dir / "config.yaml").write_text(config)
+    (run_dir / "config.yaml").write_text(config_text)
     with open(run_dir / "metrics.jsonl", "w") as out:
         for i in range(n_rounds):
             row = {k: np.asarray(v)[i].item() for k, v in m.items()}

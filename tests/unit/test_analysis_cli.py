@@ -49,7 +49,7 @@ def test_analyze_writes_tables_and_plots(tmp_path: Path, capsys) -> None:
     for name in CSVS + CLIENT_CSVS + PNGS:
         assert (out_dir / name).stat().st_size > 0, name
     printed = capsys.readouterr().out
-    assert "fedsparsify on mnist" in printed and "finished" in printed
+    assert "FedSparsify-Global (fedsparsify) on mnist" in printed and "finished" in printed
     assert f"wrote {len(CSVS + CLIENT_CSVS + PNGS)} files:" in printed
     assert str(out_dir / "sparsity_heatmap.png") in printed
 
@@ -134,13 +134,15 @@ def test_compare_marks_the_frontier(tmp_path: Path, capsys) -> None:
     out = tmp_path / "cmp"
     assert run_compare([str(a), str(b / "run.h5")], str(out)) == EXIT_OK
     rows = _read(out / "compare.csv")
-    assert [(r["run"], r["method"], r["pareto"]) for r in rows] == [
-        ("sparse", "fedsparsify", "1"),
-        ("dense", "fedavg", "0"),
+    assert [(r["run"], r["method"], r["algorithm"], r["pareto"]) for r in rows] == [
+        ("sparse", "FedSparsify-Global", "fedsparsify", "1"),
+        ("dense", "FedAvg", "fedavg", "0"),
     ]
     assert float(rows[0]["final"]) == pytest.approx(0.9)
     assert float(rows[1]["bytes_down"]) == 160e6
-    assert float(rows[0]["ratio_to_dense"]) == pytest.approx(24 / 64)
+    assert float(rows[0]["traffic_vs_dense"]) == pytest.approx(24 / 64)
+    assert float(rows[0]["uplink_vs_dense"]) == pytest.approx(8 / 32)
+    assert float(rows[0]["downlink_vs_dense"]) == pytest.approx(16 / 32)
     assert (out / "compare_accuracy_vs_round.png").exists()
     assert (out / "compare_accuracy_vs_bytes.png").exists()
     printed = capsys.readouterr().out

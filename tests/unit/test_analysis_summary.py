@@ -36,7 +36,10 @@ def test_summary_of_a_classification_run(tmp_path: Path) -> None:
     assert (s.best, s.best_round, s.final, s.final_round) == (0.8, 4, 0.7, 6)
     assert s.final_sparsity == pytest.approx(0.8)
     assert (s.bytes_up, s.bytes_down, s.bytes_dense) == (8e6, 16e6, 32e6)
-    assert (s.ratio_up, s.ratio_down, s.ratio_total) == pytest.approx((0.25, 0.5, 0.375))
+    # Hand-computed from the factory's metrics: 8 rounds of 1 MB up, 2 MB down, 4 MB dense.
+    assert (s.uplink_vs_dense, s.downlink_vs_dense, s.traffic_vs_dense) == pytest.approx(
+        (8 / 32, 16 / 32, (8 + 16) / (2 * 32))
+    )
     assert s.wall_s == pytest.approx(12.0) and s.mpi_bytes == 4e6
 
 
@@ -52,12 +55,13 @@ def test_regression_run_reports_mae_lower_is_better(tmp_path: Path) -> None:
 def test_text_rendering_lists_the_headline_numbers(tmp_path: Path) -> None:
     run = load_run(write_run(tmp_path / "r", metrics=_metrics(), status="interrupted"))
     text = render_summary(summarize(run), mask_history(run))
-    assert "fedsparsify on mnist (lenet5), 10 clients" in text
+    assert "FedSparsify-Global (fedsparsify) on mnist (lenet5), 10 clients" in text
     assert "8 of 8: interrupted at round 8" in text
     assert "best 80.00 % (round 4), final 70.00 % (round 6)" in text
     assert "final 80.0 % (density 20.0 %)" in text
-    assert "8 MB = 0.25 x dense 32 MB" in text
-    assert "16 MB = 0.5 x dense 32 MB" in text
+    assert "8 MB: uplink_vs_dense 0.250 (dense 32 MB)" in text
+    assert "16 MB: downlink_vs_dense 0.500" in text
+    assert "24 MB up + down: traffic_vs_dense 0.375" in text
     assert "4 records (rounds 2-8) of 2 tensors; still changing in the last round" in text
     assert "11.76 % of weights ever regrown" in text  # 2 of 17
 

@@ -47,7 +47,10 @@ def test_resolved_yaml_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        ("federation.round=3", "unknown config key 'federation.round'; did you mean 'rounds'?"),
+        (
+            "federation.round=3",
+            "unknown config key 'federation.round'; did you mean 'federation.rounds'?",
+        ),
         ("federaton.rounds=3", "did you mean 'federation'?"),
         ("training.lr=abc", "training.lr: expected a number"),
         ("training.lr=-1", "training.lr: -1.0 is out of range (expected > 0.0)"),
