@@ -24,6 +24,28 @@ DATASETS = (
 )
 MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
 PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
+EXCLUSIONS = ("first", "last", "bias", "norm")  # = pruning.prunable.EXCLUSIONS
+
+
+def _exclude():
+    """The ``exclude`` key of a method with a prunable set."""
+    return option(
+        (),
+        "remove from the prunable set: first / last (every tensor of the first / last conv or "
+        "linear layer), bias (conv/linear biases), norm (norm scales and shifts)",
+        choices=EXCLUSIONS,
+    )
+
+
+def _exclude_names():
+    """The ``exclude_names`` key of a method with a prunable set."""
+    return option(
+        (),
+        "remove tensors whose name contains any of these substrings (e.g. [shortcut]: "
+        "FedDIP's ResNet-18 keeps its 1x1 shortcut convs dense)",
+    )
+
+
 ALGORITHMS = (
     "fedavg",
     "fedprox",
@@ -218,6 +240,8 @@ class FedSparsifyConfig:
         "prunable set preset",
         choices=PRESETS,
     )
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -262,6 +286,8 @@ class FedDIPConfig:
         "prunable set preset",
         choices=PRESETS,
     )
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -272,6 +298,8 @@ class SNIPConfig:
         "prunable set preset (norm layers always excluded)",
         choices=("all_trainable", "conv_linear_weights"),
     )
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -281,6 +309,8 @@ class OneShotConfig:
         10, "round t0 whose aggregate is pruned by global magnitude (dense before)", min=1
     )
     prunable: str = option("all_trainable", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -292,6 +322,8 @@ class RandomMaskConfig:
         choices=("uniform", "erk"),
     )
     prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -337,6 +369,8 @@ class AutoFLIPConfig:
         choices=("ema", "fedavgm"),
     )
     prunable: str = option("all_params", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -364,6 +398,8 @@ class PruneFLConfig:
         min_exclusive=True,
     )
     prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -387,6 +423,8 @@ class FedDSTConfig:
         0, "readjustment keeps only weights held by more than this many clients", min=0
     )
     prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
