@@ -38,8 +38,9 @@ Server side (rank 0 only, once per round):
 
 Sums: each channel a method declares in ``channels`` is summed over the cohort exactly
 (int64 fixed point with the channel's fractional bits). The loop multiplies every
-``weighted`` channel by the client's sample weight ``p_c = n_c / sum of n over the cohort``
-(once, for every method) and rounds the client's trained weights to ``comm.value_dtype``
+``weighted`` channel by the client's weight ``p_c`` (`RoundContext.client_weight`:
+``n_c / sum of n over the cohort``, or ``1 / K`` with ``federation.weighting: uniform``;
+once, for every method) and rounds the client's trained weights to ``comm.value_dtype``
 before ``finish_client`` (``sends_weights``), so a method writes unweighted per-client
 quantities of what travels.
 """
@@ -127,6 +128,8 @@ class RoundContext:
         Training samples over all clients of the round (for sample weights).
     cohort_size : int
         Clients in the round.
+    weighting : {'samples', 'uniform'}
+        ``federation.weighting``: how `client_weight` weighs a client.
     """
 
     round: int
@@ -135,6 +138,17 @@ class RoundContext:
     lr: float
     cohort_samples: int
     cohort_size: int
+    weighting: str = "samples"
+
+    def client_weight(self, samples: int) -> float:
+        """A client's weight ``p_c`` in the server's averages (the weights sum to 1).
+
+        ``samples``: ``n_c / n`` over the round's clients (FedAvg's weighting);
+        ``uniform``: ``1 / K`` for the K clients of the round.
+        """
+        if self.weighting == "uniform":
+            return 1.0 / self.cohort_size
+        return samples / self.cohort_samples
 
 
 @dataclass

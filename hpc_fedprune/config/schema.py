@@ -200,6 +200,12 @@ class FederationConfig:
     server_momentum: float = option(
         0.0, "server momentum (FedAvgM); 0 is plain FedAvg", min=0.0, max=1.0
     )
+    weighting: str = option(
+        "samples",
+        "client weights of the server's averages: samples (p_c = n_c / n of the cohort, "
+        "McMahan et al.) or uniform (p_c = 1 / clients of the round, FedDIP's IID runs)",
+        choices=("samples", "uniform"),
+    )
     eval_every: int = option(
         1, "evaluate the global model every k rounds (and always at the end)", min=1
     )

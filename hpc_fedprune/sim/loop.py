@@ -241,6 +241,7 @@ def round_context(config: Config, setup: Setup, rnd: int, cohort: np.ndarray) ->
         lr=config.training.lr * config.training.lr_decay ** (rnd - 1),
         cohort_samples=int(setup.sizes[cohort].sum()),
         cohort_size=len(cohort),
+        weighting=config.federation.weighting,
     )
 
 
@@ -278,7 +279,7 @@ def train_clients(config, world, engine, ctx, current, units):
                 ctx=ctx, model=current, client=client, plan=plans[client], local=local,
                 gradient=grad, state=held[client],
             )  # fmt: skip
-            weight = result.samples / ctx.cohort_samples  # the client's sample weight p_c
+            weight = ctx.client_weight(result.samples)  # p_c (federation.weighting)
             sums.add_client(update.channels, algorithm.channels, weight)
             engine.states.keep(client, update.state)
             wire = accounting.upload_info(update, value_dtype)
