@@ -228,6 +228,12 @@ class FedSparsifyConfig:
         "merge operator (auto: fedavg for global, majority_vote for local)",
         choices=("auto", "fedavg", "nnz_average", "majority_vote", "majority_vote_nnz"),
     )
+    vote: str = option(
+        "half",
+        "majority merges keep a position voted for by: half (at least floor(N/2) of the N "
+        "clients, the authors' code; a union for N = 3) or strict (more than N/2)",
+        choices=("half", "strict"),
+    )
     schedule: str = option(
         "cubic", "sparsity schedule", choices=("cubic", "multiplicative", "constant")
     )
@@ -239,7 +245,11 @@ class FedSparsifyConfig:
     )
     frequency: int = option(1, "prune every f rounds", min=1)
     rate: float = option(
-        0.05, "multiplicative: fraction of remaining weights pruned each time", min=0.0, max=1.0
+        0.05,
+        "multiplicative: fraction of the current non-zeros pruned every f rounds (up to "
+        "final_sparsity)",
+        min=0.0,
+        max=1.0,
     )
     prunable: str = option(
         "all_trainable",

@@ -121,8 +121,9 @@ def _check(values: torch.Tensor, prunable: torch.Tensor, current: torch.Tensor |
 def global_score_mask(
     scores: torch.Tensor,
     prunable: torch.Tensor,
-    sparsity: float,
+    sparsity: float | None = None,
     *,
+    count: int | None = None,
     current_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Prune the lowest-scoring ``floor(sparsity * N)`` of the ``N`` prunable entries.
@@ -134,8 +135,10 @@ def global_score_mask(
         |g * w|, or AutoFLIP's normalised displacement.
     prunable : torch.Tensor
         Bool vector of the prunable set.
-    sparsity : float
+    sparsity : float, optional
         Fraction of the prunable set to prune, in [0, 1].
+    count : int, optional
+        Instead of ``sparsity``: exactly how many prunable entries to prune.
     current_mask : torch.Tensor, optional
         The mask in force; the entries it prunes are pruned first (see module docstring).
 
@@ -145,15 +148,18 @@ def global_score_mask(
         Bool mask over the flat model, True = kept, always True outside ``prunable``.
     """
     _check(scores, prunable, current_mask)
-    k = pruned_count(int(prunable.sum()), sparsity)
+    if (sparsity is None) == (count is None):
+        raise InputError("global_score_mask needs exactly one of sparsity and count=")
+    k = pruned_count(int(prunable.sum()), sparsity) if count is None else int(count)
     return ~_to_prune(scores, prunable, k, current_mask)
 
 
 def global_magnitude_mask(
     values: torch.Tensor,
     prunable: torch.Tensor,
-    sparsity: float,
+    sparsity: float | None = None,
     *,
+    count: int | None = None,
     current_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Global magnitude pruning: keep the ``N - floor(sparsity * N)`` largest |w|.
@@ -164,8 +170,10 @@ def global_magnitude_mask(
         Flat weights (e.g. the aggregated global model).
     prunable : torch.Tensor
         Bool vector of the prunable set.
-    sparsity : float
+    sparsity : float, optional
         Fraction of the prunable set to prune, in [0, 1].
+    count : int, optional
+        Instead of ``sparsity``: exactly how many prunable entries to prune.
     current_mask : torch.Tensor, optional
         The mask in force; its pruned entries are pruned first (nested masks).
 
@@ -174,7 +182,9 @@ def global_magnitude_mask(
     torch.Tensor
         Bool mask, True = kept, always True outside ``prunable``.
     """
-    return global_score_mask(values.abs(), prunable, sparsity, current_mask=current_mask)
+    return global_score_mask(
+        values.abs(), prunable, sparsity, count=count, current_mask=current_mask
+    )
 
 
 def layerwise_magnitude_mask(
