@@ -36,7 +36,8 @@ Server side (rank 0 only, once per round):
         mask zeroes them before re-pruning) and ``server_prune`` (the new mask: scheduled
         magnitude pruning, gradient reselection, ERK re-pruning, ...).
 
-Sums: each channel a method declares in ``channels`` is summed over the cohort exactly
+Sums: each channel a method declares in ``channels`` (``round_channels(ctx)``: the ones it
+uses in a round) is summed over the cohort exactly
 (int64 fixed point with the channel's fractional bits). The loop multiplies every
 ``weighted`` channel by the client's weight ``p_c`` (`RoundContext.client_weight`:
 ``n_c / sum of n over the cohort``, or ``1 / K`` with ``federation.weighting: uniform``;
@@ -300,6 +301,15 @@ class Algorithm:
         self.trainable = trainable
         self.layout = tuple(layout)
 
+    def round_channels(self, ctx: RoundContext) -> Mapping[str, Channel]:
+        """The channels summed in this round (default: every declared channel).
+
+        The same on every rank (a function of the round); a client sends only these. A
+        method whose extra channels serve a few rounds (FedDIP's first-round holder
+        average) leaves them out of the others, so they cost no reduction bytes there.
+        """
+        return self.channels
+
     # ------------------------------------------------------------------ set-up
     def initial_mask(
         self,
@@ -364,7 +374,8 @@ class Algorithm:
         """Aggregate, zero what the old mask pruned (``keeps_old_mask``), re-prune.
 
         The one server step of every method: ``aggregate`` gives the merged float32
-        weights, ``server_prune`` the new mask, and the weights leave masked by it.
+        weights, ``server_prune`` the new mask, and the weights leave masked by it; so
+        does the server momentum buffer.
         """
         weights = self.aggregate(ctx=ctx, sums=sums, model=model, server=server)
         kept = model.mask is not None and self.keeps_old_mask(ctx)
@@ -373,6 +384,11 @@ class Algorithm:
         mask = self.server_prune(ctx=ctx, weights=weights, sums=sums, old=model.mask)
         if mask is not None and not (kept and mask is model.mask):
             weights.mul_(mask)
+        if mask is not None and server.momentum is not None:
+            # A pruned weight keeps no server momentum: it would push the weight when it
+            # comes back (FedDIP's free regrowth, refreshed masks), and dense uploads
+            # would keep feeding it while it is pruned.
+            server.momentum.mul_(mask)
         return ServerResult(GlobalModel(weights, mask))
 
     def aggregate(

@@ -254,7 +254,7 @@ def train_clients(config, world, engine, ctx, current, units):
     setup, algorithm = engine.setup, engine.setup.algorithm
     value_dtype = config.comm.value_dtype
     sums = ExactAccumulator.for_channels(
-        algorithm.channels, setup.model.numel, ctx.cohort_size, setup.device
+        algorithm.round_channels(ctx), setup.model.numel, ctx.cohort_size, setup.device
     )
     engine.states.fetch(np.concatenate(units) if units else np.zeros(0, np.int64))
     records = []

@@ -20,10 +20,14 @@ def run_client(algo, ctx, model, client, local, *, gradient=None, state=None):
     return plan, update
 
 
-def sums_of(algo, updates, weights):
-    """The server's exact sums of ``updates`` with sample weights ``weights``."""
+def sums_of(algo, updates, weights, ctx=None):
+    """The server's exact sums of ``updates`` with sample weights ``weights``.
+
+    With ``ctx``, only the round's channels (`Algorithm.round_channels`), as the loop does.
+    """
     numel = updates[0].message.numel()
-    acc = ExactAccumulator.for_channels(algo.channels, numel, len(updates), "cpu")
+    channels = algo.channels if ctx is None else algo.round_channels(ctx)
+    acc = ExactAccumulator.for_channels(channels, numel, len(updates), "cpu")
     for update, weight in zip(updates, weights, strict=True):
         acc.add_client(update.channels, algo.channels, weight)
     return acc.unpack(acc.packed(), "cpu")
