@@ -26,9 +26,11 @@ Client side (every rank, once per client of the round, in this order):
     local training, by the loop (`hpc_fedprune.training`)
     ``finish_client(ctx=, model=, client=, plan=, local=, gradient=, state=)`` ->
         `ClientUpdate`: what the client sends, the sums the server needs from it, its new
-        persistent arrays and its metrics. ``local`` is the trained flat model (the
-        method may change it in place: a local purge); ``gradient`` the flat loss
-        gradient at ``local`` on one keyed batch when the plan asked for it.
+        persistent arrays and its metrics. ``plan`` is the plan as trained (after a
+        ``readjust``, its ``train_mask`` is the mask the client ended with). ``local``
+        is the trained flat model (the method may change it in place: a local purge);
+        ``gradient`` the flat loss gradient at ``local`` on one keyed batch when the
+        plan asked for it.
 Server side (rank 0 only, once per round):
     ``server_step(ctx=, sums=, model=, server=)`` -> `ServerResult`: the new global model
         from the exact sums of all uploads, in three steps that methods override
@@ -56,6 +58,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..pruning.sparse_init import rescale_kept_
 
 # Fractional bits of the fixed-point channels (see hpc_fedprune.comm.exact): 40 for real
 # values, 0 for integer counts such as majority votes.
@@ -109,6 +112,16 @@ class Penalty(Protocol):
         ``params`` holds the weights the forward pass saw (``w * M`` under a forward mask),
         ``anchor`` the weights the client downloaded.
         """
+
+
+class Readjust(Protocol):
+    """A change of a client's train mask in the middle of its local training."""
+
+    def __call__(
+        self, weights: torch.Tensor, gradient: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The new train mask from the current ``weights``, the loss ``gradient`` at them
+        (one batch keyed by seed, round and client) and the ``mask`` in force."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +192,15 @@ class ClientPlan:
     groupable : bool
         Whether the client may train in a group of clients (``training.group_size``);
         False keeps it on the one-client-at-a-time trainer.
+    readjust : Readjust or None
+        Called once by the trainer before the client's last local epoch (with
+        ``training.local_steps``: before the last epoch's worth of steps; with one epoch:
+        before the first step) with the weights, the loss gradient at them on one batch
+        keyed by (seed, round, client) and the train mask; returns the new train mask.
+        Weights it removes are zeroed, the optimiser state at changed positions is
+        cleared, and training goes on under the new mask, so weights it adds train before
+        the upload (FedDST's regrowth). The loop hands `Algorithm.finish_client` the plan
+        with ``train_mask`` set to the new mask. Such a client trains alone.
     """
 
     train_mask: torch.Tensor | None = None
@@ -186,6 +208,7 @@ class ClientPlan:
     penalty: Penalty | None = None
     needs_gradient: bool = False
     groupable: bool = True
+    readjust: Readjust | None = None
 
 
 @dataclass
@@ -321,6 +344,18 @@ class Algorithm:
     ) -> torch.Tensor | None:
         """The global mask before round 1 (None: dense); may change ``weights`` in place."""
         return None
+
+    def sparse_start_(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A random sparse start's mask, with ``model.init: sparse_kaiming`` applied.
+
+        Methods whose first mask is drawn at the untrained initial weights (random masks,
+        FedDST, SNIP) return their mask through this: with ``sparse_kaiming`` each conv /
+        linear layer's kept weights are rescaled by ``1 / sqrt(density)`` in place
+        (`hpc_fedprune.pruning.sparse_init`).
+        """
+        if self.config.model.init == "sparse_kaiming":
+            rescale_kept_(weights, mask, self.layout)
+        return mask
 
     def new_server(
         self, *, weights: torch.Tensor, mask: torch.Tensor | None, exploration: Any = None

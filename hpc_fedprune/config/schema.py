@@ -149,8 +149,10 @@ class ModelConfig:
     name: str = option("small_cnn", "network", choices=MODELS)
     init: str | None = option(
         None,
-        "weight init (torch | glorot | kaiming; null: the model's own)",
-        choices=("torch", "glorot", "kaiming"),
+        "weight init (null: the model's own); sparse_kaiming: He-normal on the fan-in, zero "
+        "biases, and a random sparse start (random_mask, feddst, snip) rescales each layer's "
+        "kept weights by 1/sqrt(its density)",
+        choices=("torch", "glorot", "kaiming", "sparse_kaiming"),
     )
     mlp: MLPOptions = section(MLPOptions, "mlp options")
     cnn: CNNOptions = section(CNNOptions, "cnn options")

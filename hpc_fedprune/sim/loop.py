@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +268,8 @@ def train_clients(config, world, engine, ctx, current, units):
         )
         for client, result in trained:
             maybe_fail("train", world.rank, ctx.round)
+            if result.train_mask is not None:  # a readjustment changed the client's mask
+                plans[client] = replace(plans[client], train_mask=result.train_mask)
             local = setup.model.flat
             grad = None
             if plans[client].needs_gradient:
