@@ -295,6 +295,9 @@ class Algorithm:
     layout : sequence of TensorInfo
         The flat model's tensors (``FlatModel.layout``), for per-tensor work (ERK masks,
         per-layer penalties).
+    module : torch.nn.Module, optional
+        The network itself, for methods that need its graph (AutoFLIP's structured
+        pruning: which layer reads which); never trained or run here.
     """
 
     name = "fedavg"
@@ -317,7 +320,12 @@ class Algorithm:
     server_dampening = 0.0
 
     def __init__(
-        self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor, layout=()
+        self,
+        config: Config,
+        prunable: torch.Tensor,
+        trainable: torch.Tensor,
+        layout=(),
+        module: torch.nn.Module | None = None,
     ) -> None:
         self.config = config
         self.prunable = prunable

@@ -369,16 +369,27 @@ class AutoFLIPConfig:
         "epoch (by the first explorer) that every explorer starts from",
         choices=("per_explorer", "shared"),
     )
+    reference: str = option(
+        "base",
+        "what an explorer's displacement is measured from: base (the weights it starts "
+        "exploring from, after the base epoch: the authors' code) or theta0 (the common "
+        "start)",
+        choices=("base", "theta0"),
+    )
     normalisation: str = option(
         "minmax",
         "per-tensor score scaling (minmax: into [0, 1]; robust: (g - median) / IQR)",
         choices=("minmax", "robust"),
     )
     structured: bool = option(
-        False, "hybrid: also remove whole neurons/filters whose mean score is in the lowest tau"
+        False,
+        "hybrid: also remove whole neurons/filters whose mean score is in the lowest tau, "
+        "with their bias, norm scale/shift and the next layer's input columns",
     )
     refresh: bool = option(
-        False, "recompute the mask every round from the sampled clients' displacement from theta0"
+        False,
+        "re-cut the mask every round from what the sampled clients trained in the round "
+        "(sum p_k (w_k - w_t)^2; pruned weights score 0)",
     )
     server_update: str = option(
         "ema",

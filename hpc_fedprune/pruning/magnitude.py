@@ -39,7 +39,12 @@ __all__ = [
 ]
 
 
-def lowest_k(scores: torch.Tensor, k: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+def lowest_k(
+    scores: torch.Tensor,
+    k: int,
+    rng: np.random.Generator | None = None,
+    prefer: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Bool vector marking the ``k`` lowest entries of 1-D ``scores``.
 
     Parameters
@@ -51,6 +56,9 @@ def lowest_k(scores: torch.Tensor, k: int, rng: np.random.Generator | None = Non
     rng : numpy.random.Generator, optional
         Breaks ties at the k-th value by a random choice among the tied entries (keyed by
         the caller) instead of by index.
+    prefer : torch.Tensor, optional
+        Bool vector: among the tied entries these are taken first (e.g. the ones a mask
+        already prunes), then the others.
 
     Returns
     -------
@@ -71,6 +79,9 @@ def lowest_k(scores: torch.Tensor, k: int, rng: np.random.Generator | None = Non
     out |= below
     missing = k - int(below.sum())
     tied = (scores == threshold).nonzero().squeeze(1)
+    if prefer is not None and len(tied) > missing:
+        first = prefer[tied]
+        tied = torch.cat([tied[first], tied[~first]])
     if rng is not None and len(tied) > missing:
         picked = np.sort(rng.choice(len(tied), size=missing, replace=False))
         tied = tied[torch.from_numpy(picked).to(tied.device)]
@@ -95,12 +106,17 @@ def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _lowest_in(
-    scores: torch.Tensor, candidates: torch.Tensor, k: int, rng: np.random.Generator | None = None
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    k: int,
+    rng: np.random.Generator | None = None,
+    prefer: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bool vector: the ``k`` lowest-scoring entries among ``candidates``."""
     out = torch.zeros_like(candidates)
     # Boolean gather/scatter: one pass each, no int64 index vectors for 10^7 entries.
-    out[candidates] = lowest_k(scores[candidates], k, rng)
+    among = None if prefer is None else prefer[candidates]
+    out[candidates] = lowest_k(scores[candidates], k, rng, among)
     return out
 
 
@@ -138,6 +154,7 @@ def global_score_mask(
     *,
     count: int | None = None,
     current_mask: torch.Tensor | None = None,
+    prefer: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Prune the lowest-scoring ``floor(sparsity * N)`` of the ``N`` prunable entries.
 
@@ -154,6 +171,8 @@ def global_score_mask(
         Instead of ``sparsity``: exactly how many prunable entries to prune.
     current_mask : torch.Tensor, optional
         The mask in force; the entries it prunes are pruned first (see module docstring).
+    prefer : torch.Tensor, optional
+        Bool vector: among equal scores these are pruned first (before the lower index).
 
     Returns
     -------
@@ -164,6 +183,10 @@ def global_score_mask(
     if (sparsity is None) == (count is None):
         raise InputError("global_score_mask needs exactly one of sparsity and count=")
     k = pruned_count(int(prunable.sum()), sparsity) if count is None else int(count)
+    if prefer is not None:
+        if current_mask is not None:
+            raise InputError("global_score_mask takes current_mask or prefer, not both")
+        return ~_lowest_in(scores, prunable, k, None, prefer)
     return ~_to_prune(scores, prunable, k, current_mask)
 
 

@@ -103,7 +103,9 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
         prunable = method_prunable(model.layout, method, key, device=device)
     else:
         prunable = prunable_mask(model.layout, "all_trainable", device=device)
-    algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device), model.layout)
+    algorithm = make_algorithm(
+        config, prunable, model.trainable_mask().to(device), model.layout, model.module
+    )
     return Setup(
         dataset,
         parts,
