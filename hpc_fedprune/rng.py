@@ -24,6 +24,7 @@ class Stream(enum.IntEnum):
     MASK = 6  # random and ERK masks
     EXPLORE = 7  # exploration phases, auxiliary draws of algorithms
     PRIVACY = 8  # member / non-member sets, shadow models
+    TIES = 9  # random order among equal scores (pruning decisions that must not favour indices)
 
 
 def numpy_rng(seed: int, stream: Stream, *keys: int) -> np.random.Generator:

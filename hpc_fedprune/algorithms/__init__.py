@@ -10,6 +10,7 @@ from .base import (
     ClientUpdate,
     Difference,
     GlobalModel,
+    Readjust,
     RoundContext,
     ServerResult,
     ServerState,
@@ -39,9 +40,10 @@ REGISTRY: dict[str, type[Algorithm]] = {
 }
 
 
-def make_algorithm(config, prunable, trainable, layout=()) -> Algorithm:
-    """The algorithm object named by ``config.algorithm.name``, given the model's layout."""
-    return REGISTRY[config.algorithm.name](config, prunable, trainable, layout)
+def make_algorithm(config, prunable, trainable, layout=(), module=None) -> Algorithm:
+    """The algorithm object named by ``config.algorithm.name``, given the model's layout
+    (and the network, for methods that need its graph)."""
+    return REGISTRY[config.algorithm.name](config, prunable, trainable, layout, module)
 
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "ClientUpdate",
     "Difference",
     "GlobalModel",
+    "Readjust",
     "RoundContext",
     "ServerResult",
     "ServerState",

@@ -26,9 +26,11 @@ Client side (every rank, once per client of the round, in this order):
     local training, by the loop (`hpc_fedprune.training`)
     ``finish_client(ctx=, model=, client=, plan=, local=, gradient=, state=)`` ->
         `ClientUpdate`: what the client sends, the sums the server needs from it, its new
-        persistent arrays and its metrics. ``local`` is the trained flat model (the
-        method may change it in place: a local purge); ``gradient`` the flat loss
-        gradient at ``local`` on one keyed batch when the plan asked for it.
+        persistent arrays and its metrics. ``plan`` is the plan as trained (after a
+        ``readjust``, its ``train_mask`` is the mask the client ended with). ``local``
+        is the trained flat model (the method may change it in place: a local purge);
+        ``gradient`` the flat loss gradient at ``local`` on one keyed batch when the
+        plan asked for it.
 Server side (rank 0 only, once per round):
     ``server_step(ctx=, sums=, model=, server=)`` -> `ServerResult`: the new global model
         from the exact sums of all uploads, in three steps that methods override
@@ -36,10 +38,12 @@ Server side (rank 0 only, once per round):
         mask zeroes them before re-pruning) and ``server_prune`` (the new mask: scheduled
         magnitude pruning, gradient reselection, ERK re-pruning, ...).
 
-Sums: each channel a method declares in ``channels`` is summed over the cohort exactly
+Sums: each channel a method declares in ``channels`` (``round_channels(ctx)``: the ones it
+uses in a round) is summed over the cohort exactly
 (int64 fixed point with the channel's fractional bits). The loop multiplies every
-``weighted`` channel by the client's sample weight ``p_c = n_c / sum of n over the cohort``
-(once, for every method) and rounds the client's trained weights to ``comm.value_dtype``
+``weighted`` channel by the client's weight ``p_c`` (`RoundContext.client_weight`:
+``n_c / sum of n over the cohort``, or ``1 / K`` with ``federation.weighting: uniform``;
+once, for every method) and rounds the client's trained weights to ``comm.value_dtype``
 before ``finish_client`` (``sends_weights``), so a method writes unweighted per-client
 quantities of what travels.
 """
@@ -54,6 +58,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..pruning.sparse_init import rescale_kept_
 
 # Fractional bits of the fixed-point channels (see hpc_fedprune.comm.exact): 40 for real
 # values, 0 for integer counts such as majority votes.
@@ -109,6 +114,16 @@ class Penalty(Protocol):
         """
 
 
+class Readjust(Protocol):
+    """A change of a client's train mask in the middle of its local training."""
+
+    def __call__(
+        self, weights: torch.Tensor, gradient: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The new train mask from the current ``weights``, the loss ``gradient`` at them
+        (one batch keyed by seed, round and client) and the ``mask`` in force."""
+
+
 @dataclass(frozen=True)
 class RoundContext:
     """Read-only facts about the current round, the same on every rank.
@@ -127,6 +142,8 @@ class RoundContext:
         Training samples over all clients of the round (for sample weights).
     cohort_size : int
         Clients in the round.
+    weighting : {'samples', 'uniform'}
+        ``federation.weighting``: how `client_weight` weighs a client.
     """
 
     round: int
@@ -135,6 +152,17 @@ class RoundContext:
     lr: float
     cohort_samples: int
     cohort_size: int
+    weighting: str = "samples"
+
+    def client_weight(self, samples: int) -> float:
+        """A client's weight ``p_c`` in the server's averages (the weights sum to 1).
+
+        ``samples``: ``n_c / n`` over the round's clients (FedAvg's weighting);
+        ``uniform``: ``1 / K`` for the K clients of the round.
+        """
+        if self.weighting == "uniform":
+            return 1.0 / self.cohort_size
+        return samples / self.cohort_samples
 
 
 @dataclass
@@ -164,6 +192,15 @@ class ClientPlan:
     groupable : bool
         Whether the client may train in a group of clients (``training.group_size``);
         False keeps it on the one-client-at-a-time trainer.
+    readjust : Readjust or None
+        Called once by the trainer before the client's last local epoch (with
+        ``training.local_steps``: before the last epoch's worth of steps; with one epoch:
+        before the first step) with the weights, the loss gradient at them on one batch
+        keyed by (seed, round, client) and the train mask; returns the new train mask.
+        Weights it removes are zeroed, the optimiser state at changed positions is
+        cleared, and training goes on under the new mask, so weights it adds train before
+        the upload (FedDST's regrowth). The loop hands `Algorithm.finish_client` the plan
+        with ``train_mask`` set to the new mask. Such a client trains alone.
     """
 
     train_mask: torch.Tensor | None = None
@@ -171,6 +208,7 @@ class ClientPlan:
     penalty: Penalty | None = None
     needs_gradient: bool = False
     groupable: bool = True
+    readjust: Readjust | None = None
 
 
 @dataclass
@@ -257,6 +295,9 @@ class Algorithm:
     layout : sequence of TensorInfo
         The flat model's tensors (``FlatModel.layout``), for per-tensor work (ERK masks,
         per-layer penalties).
+    module : torch.nn.Module, optional
+        The network itself, for methods that need its graph (AutoFLIP's structured
+        pruning: which layer reads which); never trained or run here.
     """
 
     name = "fedavg"
@@ -279,12 +320,26 @@ class Algorithm:
     server_dampening = 0.0
 
     def __init__(
-        self, config: Config, prunable: torch.Tensor, trainable: torch.Tensor, layout=()
+        self,
+        config: Config,
+        prunable: torch.Tensor,
+        trainable: torch.Tensor,
+        layout=(),
+        module: torch.nn.Module | None = None,
     ) -> None:
         self.config = config
         self.prunable = prunable
         self.trainable = trainable
         self.layout = tuple(layout)
+
+    def round_channels(self, ctx: RoundContext) -> Mapping[str, Channel]:
+        """The channels summed in this round (default: every declared channel).
+
+        The same on every rank (a function of the round); a client sends only these. A
+        method whose extra channels serve a few rounds (FedDIP's first-round holder
+        average) leaves them out of the others, so they cost no reduction bytes there.
+        """
+        return self.channels
 
     # ------------------------------------------------------------------ set-up
     def initial_mask(
@@ -297,6 +352,18 @@ class Algorithm:
     ) -> torch.Tensor | None:
         """The global mask before round 1 (None: dense); may change ``weights`` in place."""
         return None
+
+    def sparse_start_(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A random sparse start's mask, with ``model.init: sparse_kaiming`` applied.
+
+        Methods whose first mask is drawn at the untrained initial weights (random masks,
+        FedDST, SNIP) return their mask through this: with ``sparse_kaiming`` each conv /
+        linear layer's kept weights are rescaled by ``1 / sqrt(density)`` in place
+        (`hpc_fedprune.pruning.sparse_init`).
+        """
+        if self.config.model.init == "sparse_kaiming":
+            rescale_kept_(weights, mask, self.layout)
+        return mask
 
     def new_server(
         self, *, weights: torch.Tensor, mask: torch.Tensor | None, exploration: Any = None
@@ -350,7 +417,8 @@ class Algorithm:
         """Aggregate, zero what the old mask pruned (``keeps_old_mask``), re-prune.
 
         The one server step of every method: ``aggregate`` gives the merged float32
-        weights, ``server_prune`` the new mask, and the weights leave masked by it.
+        weights, ``server_prune`` the new mask, and the weights leave masked by it; so
+        does the server momentum buffer.
         """
         weights = self.aggregate(ctx=ctx, sums=sums, model=model, server=server)
         kept = model.mask is not None and self.keeps_old_mask(ctx)
@@ -359,6 +427,11 @@ class Algorithm:
         mask = self.server_prune(ctx=ctx, weights=weights, sums=sums, old=model.mask)
         if mask is not None and not (kept and mask is model.mask):
             weights.mul_(mask)
+        if mask is not None and server.momentum is not None:
+            # A pruned weight keeps no server momentum: it would push the weight when it
+            # comes back (FedDIP's free regrowth, refreshed masks), and dense uploads
+            # would keep feeding it while it is pruned.
+            server.momentum.mul_(mask)
         return ServerResult(GlobalModel(weights, mask))
 
     def aggregate(

@@ -16,6 +16,11 @@ Rounds count from 1 here; the paper's ``t`` is ``round - 1``.
 - Upload: ``masked`` sends ``w * M``; the server holds ``M`` (round 1: draws it from the
   client's key), so values travel without positions. ``dense`` sends every weight, as the
   authors' code does.
+- Round 1 with masked uploads: every client holds its own random mask, so a weight is
+  averaged over the clients that hold it (``sum p_c m_c w_c / sum p_c m_c``, the channels
+  ``kept_weight`` and ``kept_share`` in round 1 only); a weight no client held keeps its
+  value. Averaging with the zeros of the clients that do not hold a weight would make the
+  first magnitude cut count how many random masks held it.
 - Modes: ``feddip``; ``feddp`` (no penalty); ``reg_only`` (FedDIP's penalty, no pruning:
   plain FedAvg otherwise; the authors' ``sFL`` uses a constant lambda_max over all
   parameters instead). ``algorithm.name=fedavg`` is the remaining ablation.
@@ -31,7 +36,7 @@ from ..pruning.magnitude import global_magnitude_mask
 from ..pruning.penalty import NormPenalty, layer_slices
 from ..pruning.schedules import Cubic, FedDIPLambda
 from ..rng import Stream, numpy_rng
-from .base import Algorithm, ClientPlan, ClientUpdate, Difference, RoundContext
+from .base import Algorithm, Channel, ClientPlan, ClientUpdate, Difference, RoundContext
 
 
 class FedDIP(Algorithm):
@@ -57,6 +62,20 @@ class FedDIP(Algorithm):
         self.schedule = feddip_schedule(cfg, rounds)
         self.lambdas = FedDIPLambda(T=rounds, lambda_max=cfg.lambda_max)
         self.slices = layer_slices(self.layout, self.prunable) if self.penalised else ()
+        # Round 1's holder average (masked uploads under each client's own mask).
+        self.holder_average = self.prunes and cfg.upload == "masked"
+        if self.holder_average:
+            self.channels = {"delta": Channel(), "kept_weight": Channel(), "kept_share": Channel()}
+
+    def first_round(self, ctx: RoundContext) -> bool:
+        """Round 1 with each client's own mask and the holder average."""
+        return self.holder_average and ctx.round == 1
+
+    def round_channels(self, ctx: RoundContext):
+        """Round 1: the holder average's two channels; later rounds: the mean update."""
+        if self.first_round(ctx):
+            return {"kept_weight": Channel(), "kept_share": Channel()}
+        return {"delta": Channel()}
 
     def reconfigures(self, round_index: int) -> bool:
         """Whether the server re-prunes after this round (the paper's ``t mod k == 0``)."""
@@ -93,11 +112,15 @@ class FedDIP(Algorithm):
         masked = mask is not None and self.cfg.upload == "masked"
         if masked:
             local.mul_(mask)
+        if self.first_round(ctx) and model.mask is None:
+            channels = {"kept_weight": local.double(), "kept_share": mask.double()}
+        else:
+            channels = {"delta": Difference(local, model.weights)}
         return ClientUpdate(
             message=local,
             support=mask if masked else None,
             shared_support=masked,
-            channels={"delta": Difference(local, model.weights)},
+            channels=channels,
             # Round 1's own random masks are recorded; later ones are the global mask.
             client_mask=mask if model.mask is None else None,
         )
@@ -107,6 +130,16 @@ class FedDIP(Algorithm):
         result = super().server_step(ctx=ctx, sums=sums, model=model, server=server)
         result.metrics["penalty_lambda"] = self.coefficient(ctx.round)
         return result
+
+    def aggregate(self, *, ctx, sums, model, server):
+        """Round 1: each weight's mean over the clients holding it; then FedAvg(M)."""
+        if "kept_share" not in sums:
+            return super().aggregate(ctx=ctx, sums=sums, model=model, server=server)
+        held = sums["kept_share"] > 0
+        start = model.weights.double()
+        mean = start.clone()
+        mean[held] = sums["kept_weight"][held] / sums["kept_share"][held]
+        return self.apply_update(server, model.weights, mean - start)
 
     def keeps_old_mask(self, ctx: RoundContext) -> bool:
         """Nested masks apply the old one first; free regrowth prunes the unmasked aggregate."""

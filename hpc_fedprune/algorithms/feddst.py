@@ -3,10 +3,14 @@
 - Mask: ERK at ``sparsity`` (exact per-tensor counts, `erk_counts`), random positions
   from ``numpy_rng(seed, Stream.MASK, 0)``, fixed before round 1; the initial weights
   are multiplied by it. Clients train under the global mask (re-applied after every step).
-- Readjustment in rounds ``k, 2k, ...`` (``k = readjust_interval``): after training each
+- Readjustment in rounds ``k, 2k, ...`` (``k = readjust_interval``): before its last
+  local epoch (`ClientPlan.readjust`; with one local epoch, before the first step) each
   client drops, per tensor, ``floor(alpha_t * active)`` active weights of smallest
   magnitude and regrows as many inactive ones with the largest gradient magnitude (one
-  batch at its trained weights, `needs_client_gradient`); regrown weights start at 0.
+  batch keyed by seed, round and client, at its current weights); regrown weights start
+  at 0 and train through the last epoch, so they reach the server with the values their
+  gradient gave them (the paper trains after the readjustment; a regrown weight uploaded
+  at 0 would average to 0 and leave the server nothing to rank it by).
   ``alpha_t = alpha / 2 * (1 + cos(pi * t / T))`` with ``t`` the round and ``T =
   decay_end`` (default the last round). The client sends its mask and its values over it.
 - Server: every weight is averaged over the clients that hold it, weighted by samples
@@ -14,17 +18,25 @@
   pruned layer-wise by magnitude back to the ERK counts, among the weights held by more
   than ``min_votes`` clients first. Every tensor therefore keeps its ERK density exactly.
   ``federation.server_lr`` and ``server_momentum`` are not used (the method averages).
+- Ties: equal magnitudes (client drop, server re-prune) and equal gradient magnitudes
+  (regrowth) are broken by a random choice keyed by (seed, round[, client]), never by
+  the position of a weight.
 
 Differences from the authors' ``dst.py`` (kept on purpose, see the README): their client
 drops a constant ``alpha`` (the annealed value only switches readjustment off once it is
-0), anneals to ``rounds // 2``, readjusts in the 0-based rounds ``1, 1 + k, ...``, takes
-the gradient of the last training batch and counts ``min_votes`` in samples; regrowth
-here picks among the weights inactive before the drop, so the mask moves by ``k``.
+0), anneals to ``rounds // 2``, readjusts at the end of its epoch count (with 10 local
+epochs and ``pruning_begin = 9``: after the last epoch, so its regrown weights are
+uploaded at 0), in the 0-based rounds ``1, 1 + k, ...``, takes the gradient of the last
+training batch and counts ``min_votes`` in samples; regrowth here picks among the weights
+inactive before the drop, so the mask moves by ``k``.
 Defaults: sparsity 0.8, ``alpha = 0.01`` and ``k = 15`` as in the authors' README
 (``dst.py``'s own default is ``alpha = 0.5``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -34,6 +46,24 @@ from ..pruning.schedules import CosineDrop
 from ..rng import Stream, numpy_rng
 from .base import COUNT_BITS, Algorithm, Channel, ClientPlan, ClientUpdate
 from .merge import nnz_average
+
+
+@dataclass(frozen=True)
+class DropAndRegrow:
+    """A client's readjustment (`ClientPlan.readjust`): `drop_and_regrow` at ``fraction``,
+    ties broken by the generator keyed by (seed, TIES, round, client + 1)."""
+
+    layout: Sequence
+    prunable: torch.Tensor
+    fraction: float
+    key: tuple[int, int, int]  # seed, round, client
+
+    def __call__(self, weights, gradient, mask):
+        seed, rnd, client = self.key
+        rng = numpy_rng(seed, Stream.TIES, rnd, client + 1)
+        return drop_and_regrow(
+            weights, gradient, mask, self.layout, self.prunable, self.fraction, rng
+        )
 
 
 class FedDST(Algorithm):
@@ -66,20 +96,24 @@ class FedDST(Algorithm):
 
     def initial_mask(self, *, weights, gradient=None, train=None, exploration=None):
         rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
-        return erk_random_mask(self.layout, self.prunable, 1.0 - self.cfg.sparsity, rng)
+        mask = erk_random_mask(self.layout, self.prunable, 1.0 - self.cfg.sparsity, rng)
+        return self.sparse_start_(weights, mask)
 
     # ------------------------------------------------------------- client side
     def plan_client(self, *, ctx, model, client, state=None) -> ClientPlan:
-        return ClientPlan(train_mask=model.mask, needs_gradient=self.readjusts(ctx.round))
+        """Train under the global mask; in readjustment rounds drop and regrow before the
+        last local epoch (alone, not in a group)."""
+        if not self.readjusts(ctx.round):
+            return ClientPlan(train_mask=model.mask)
+        rule = DropAndRegrow(
+            self.layout, self.prunable, self.fraction(ctx.round), (ctx.seed, ctx.round, client)
+        )
+        return ClientPlan(train_mask=model.mask, readjust=rule, groupable=False)
 
     def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
-        """Readjustment rounds: drop and regrow; the new mask travels beside the values."""
-        mask, own = model.mask, None
-        if gradient is not None:
-            frac = self.fraction(ctx.round)
-            own = drop_and_regrow(local, gradient, model.mask, self.layout, self.prunable, frac)
-            local.mul_(own)  # dropped weights leave; regrown ones are zero already
-            mask = own
+        """Send values over the client's mask; after a readjustment the mask travels too."""
+        mask = plan.train_mask  # after the readjustment: the client's own new mask
+        own = mask if plan.readjust is not None else None
         channels = {"kept_weight": local.double() * mask, "kept_share": mask.double()}
         if "votes" in self.channels:
             channels["votes"] = mask.double()
@@ -109,4 +143,5 @@ class FedDST(Algorithm):
             eligible = sums["votes"] > self.cfg.min_votes
         else:
             eligible = sums["kept_share"] > 0
-        return erk_reprune(mean, eligible, self.layout, self.prunable, self.counts)
+        rng = numpy_rng(ctx.seed, Stream.TIES, ctx.round, 0)  # ties: keyed, not by position
+        return erk_reprune(mean, eligible, self.layout, self.prunable, self.counts, rng)

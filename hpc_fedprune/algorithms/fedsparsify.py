@@ -5,6 +5,11 @@ by global magnitude to the scheduled sparsity, and the new mask is its non-zero 
 Local: each client purges its own model to the scheduled sparsity after training and
 sends values with their positions; the server merges (majority vote by default).
 Masks never regrow: every new mask is nested in the last (``current_mask``).
+
+Schedules: ``cubic`` and ``constant`` give a target sparsity per round; ``multiplicative``
+prunes ``rate`` of the entries kept at that moment (the non-zeros of the merged model on
+the server, of the global mask on a client) every ``frequency`` rounds, so what a
+majority vote removed counts, up to ``final_sparsity``.
 """
 
 from __future__ import annotations
@@ -45,14 +50,27 @@ class FedSparsify(Algorithm):
         """Pruning happens after the start round t0 (the first pruned round is t0 + 1)."""
         return round_index > self.cfg.start_round
 
+    def purge_mask(self, values, round_index: int, current):
+        """Magnitude pruning of ``values`` for this round, nested in ``current``.
+
+        ``cubic`` / ``constant``: to the scheduled sparsity. ``multiplicative``: ``rate``
+        of the prunable entries ``current`` keeps now (all without a mask).
+        """
+        if not isinstance(self.schedule, Multiplicative):
+            return global_magnitude_mask(
+                values, self.prunable, self.schedule(round_index), current_mask=current
+            )
+        total = int(self.prunable.sum())
+        kept = total if current is None else int((current & self.prunable).sum())
+        count = self.schedule.pruned_after(round_index, kept, total)
+        return global_magnitude_mask(values, self.prunable, count=count, current_mask=current)
+
     # ------------------------------------------------------------- client side
     def finish_client(self, *, ctx, model, client, plan, local, gradient=None, state=None):
         """Local variant: purge the (masked) model to the round's sparsity, send positions."""
         own = None
         if self.local and self.prunes_in(ctx.round):
-            own = global_magnitude_mask(
-                local, self.prunable, self.schedule(ctx.round), current_mask=model.mask
-            )
+            own = self.purge_mask(local, ctx.round, model.mask)
             local.mul_(own)
         kept = own if own is not None else model.mask
         channels = {"delta": Difference(local, model.weights)}
@@ -81,7 +99,9 @@ class FedSparsify(Algorithm):
             merged = merge.fedavg(model.weights, sums["delta"])
         weights = merged.to(torch.float32)
         if rule in ("majority_vote", "majority_vote_nnz"):
-            weights.mul_(merge.majority_keep(sums["votes"], ctx.cohort_size, self.prunable))
+            strict = self.cfg.vote == "strict"
+            keep = merge.majority_keep(sums["votes"], ctx.cohort_size, self.prunable, strict)
+            weights.mul_(keep)
         return weights
 
     def server_prune(self, *, ctx, weights, sums, old):
@@ -93,6 +113,13 @@ class FedSparsify(Algorithm):
         if ctx.round < self.cfg.start_round:
             return None
         mask = nonzero_mask(weights, self.prunable)
+        if isinstance(self.schedule, Multiplicative):
+            # rate of the current non-zeros: the merge's zeros and the old mask count.
+            if old is not None:
+                mask &= old
+            if not self.local and self.prunes_in(ctx.round):
+                mask &= self.purge_mask(weights, ctx.round, mask)
+            return mask
         if not self.local and self.prunes_in(ctx.round):
             mask &= global_magnitude_mask(
                 weights, self.prunable, self.schedule(ctx.round), current_mask=old

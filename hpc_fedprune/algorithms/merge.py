@@ -27,11 +27,19 @@ def nnz_average(kept_weight: torch.Tensor, kept_share: torch.Tensor) -> torch.Te
     return out
 
 
-def majority_threshold(cohort_size: int) -> int:
-    """Votes needed to keep a position: ``floor(N / 2)`` ("at least half", rounded down)."""
-    return cohort_size // 2
+def majority_threshold(cohort_size: int, strict: bool = False) -> int:
+    """Votes needed to keep a position.
+
+    ``floor(N / 2)`` ("at least half", rounded down: the authors' code; for N = 3 a single
+    vote, so a union), or with ``strict`` a strict majority, more than ``N / 2``
+    (``floor(N / 2) + 1``).
+    """
+    return cohort_size // 2 + (1 if strict else 0)
 
 
-def majority_keep(votes: torch.Tensor, cohort_size: int, prunable: torch.Tensor) -> torch.Tensor:
-    """Keep a prunable position iff at least ``floor(N/2)`` clients kept it; others always kept."""
-    return (votes >= majority_threshold(cohort_size)) | ~prunable
+def majority_keep(
+    votes: torch.Tensor, cohort_size: int, prunable: torch.Tensor, strict: bool = False
+) -> torch.Tensor:
+    """Keep a prunable position iff enough clients kept it (`majority_threshold`); others
+    always kept."""
+    return (votes >= majority_threshold(cohort_size, strict)) | ~prunable

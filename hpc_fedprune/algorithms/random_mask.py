@@ -25,5 +25,7 @@ class RandomMask(Algorithm):
         cfg = self.config.algorithm.random_mask
         rng = numpy_rng(self.config.runtime.seed, Stream.MASK, 0)
         if cfg.distribution == "erk":
-            return erk_random_mask(self.layout, self.prunable, 1.0 - cfg.sparsity, rng)
-        return random_mask(self.prunable, cfg.sparsity, rng)
+            mask = erk_random_mask(self.layout, self.prunable, 1.0 - cfg.sparsity, rng)
+        else:
+            mask = random_mask(self.prunable, cfg.sparsity, rng)
+        return self.sparse_start_(weights, mask)

@@ -51,4 +51,6 @@ class SNIP(Algorithm):
             raise InputError("snip needs the loss gradient at the initial weights")
         client, rng = self.choose()
         grad = gradient(client, rng).to(weights.device)
-        return snip_mask(weights, grad, self.prunable, self.cfg.sparsity)
+        return self.sparse_start_(
+            weights, snip_mask(weights, grad, self.prunable, self.cfg.sparsity)
+        )

@@ -13,6 +13,11 @@ Options: ``momentum`` (DGC's momentum correction and factor masking, a second pe
 buffer ``u``) and ``warmup_rounds`` (DGC's exponential density warm-up). The message is
 rounded to ``comm.value_dtype`` before the residual is taken, so residual plus sent is
 exactly the accumulated update.
+
+Only trainable parameters are selected and error-fed: ``k`` counts them, and the residual
+and momentum are zero elsewhere. Buffers (BatchNorm running statistics) are not gradients
+to compress: their change travels whole beside the selection (a side vector of values,
+counted in the uplink bytes) and the server averages it as FedAvg does.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..comm.wire import round_to_wire_
 from ..errors import InputError
 from ..pruning.topk import keep_count, topk_step, warmup_density
 from .base import Algorithm, ClientPlan, ClientUpdate
@@ -72,21 +78,35 @@ class TopK(Algorithm):
         if self.cfg.error_feedback:
             residual = held.get("residual")
             residual = torch.zeros_like(update) if residual is None else residual
+        trained = self.trainable
+        every = bool(trained.all())
+        part = (lambda v: v) if every else (lambda v: None if v is None else v[trained])
         sent, support, residual, momentum = topk_step(
-            update,
-            residual,
-            held.get("momentum"),
-            keep_count(update.numel(), self.density(ctx.round)),
+            part(update),
+            part(residual),
+            part(held.get("momentum")),
+            keep_count(int(trained.sum()), self.density(ctx.round)),
             beta=self.cfg.momentum,
             value_dtype=self.config.comm.value_dtype,
         )
+        side, delta = (), None
+        if not every:  # back to the flat layout; buffers travel whole beside the selection
+            sent, support, residual, momentum = (
+                None if v is None else _scatter(v, trained)
+                for v in (sent, support, residual, momentum)
+            )
+            moved = round_to_wire_(update[~trained].clone(), self.config.comm.value_dtype)
+            side = (moved,)
+            delta = sent.double()
+            delta[~trained] = moved.double()
         kept = {"residual": residual, "momentum": momentum}
         return ClientUpdate(
             message=sent,
             support=support,
             # The residual is unweighted: the sample weight applies on the server only, so
             # a client's unsent mass keeps its value whatever cohort it next lands in.
-            channels={"delta": sent.double()},
+            channels={"delta": sent.double() if delta is None else delta},
+            side=side,
             state={
                 name: kept[name].cpu().numpy()
                 for name in self.client_state_arrays
@@ -100,3 +120,10 @@ class TopK(Algorithm):
         result = super().server_step(ctx=ctx, sums=sums, model=model, server=server)
         result.metrics["upload_density"] = float(self.density(ctx.round))
         return result
+
+
+def _scatter(values: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """``values`` (one per True of ``where``) placed in a zero vector as long as ``where``."""
+    out = torch.zeros(where.numel(), dtype=values.dtype, device=values.device)
+    out[where] = values
+    return out

@@ -147,12 +147,15 @@ def check_value(path: str, value: Any, hint: Any, meta: dict) -> Any:
     """Coerce ``value`` to the field's type and check its choices and range."""
     value = coerce(path, value, hint)
     choices = meta.get("choices")
-    if choices and value is not None and value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint_text = f"; did you mean '{close[0]}'?" if close else ""
-        raise InputError(
-            f"{path}: {value!r} is not one of {', '.join(map(str, choices))}{hint_text}"
-        )
+    # A list key with choices checks each item (e.g. algorithm.feddip.exclude).
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items if choices and value is not None else ():
+        if item not in choices:
+            close = difflib.get_close_matches(str(item), [str(c) for c in choices], n=1)
+            hint_text = f"; did you mean '{close[0]}'?" if close else ""
+            raise InputError(
+                f"{path}: {item!r} is not one of {', '.join(map(str, choices))}{hint_text}"
+            )
     lo, hi = meta.get("min"), meta.get("max")
     numbers = value if isinstance(value, tuple) else (value,)
     for v in numbers:

@@ -24,6 +24,28 @@ DATASETS = (
 )
 MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
 PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
+EXCLUSIONS = ("first", "last", "bias", "norm")  # = pruning.prunable.EXCLUSIONS
+
+
+def _exclude():
+    """The ``exclude`` key of a method with a prunable set."""
+    return option(
+        (),
+        "remove from the prunable set: first / last (every tensor of the first / last conv or "
+        "linear layer), bias (conv/linear biases), norm (norm scales and shifts)",
+        choices=EXCLUSIONS,
+    )
+
+
+def _exclude_names():
+    """The ``exclude_names`` key of a method with a prunable set."""
+    return option(
+        (),
+        "remove tensors whose name contains any of these substrings (e.g. [shortcut]: "
+        "FedDIP's ResNet-18 keeps its 1x1 shortcut convs dense)",
+    )
+
+
 ALGORITHMS = (
     "fedavg",
     "fedprox",
@@ -127,8 +149,10 @@ class ModelConfig:
     name: str = option("small_cnn", "network", choices=MODELS)
     init: str | None = option(
         None,
-        "weight init (torch | glorot | kaiming; null: the model's own)",
-        choices=("torch", "glorot", "kaiming"),
+        "weight init (null: the model's own); sparse_kaiming: He-normal on the fan-in, zero "
+        "biases, and a random sparse start (random_mask, feddst, snip) rescales each layer's "
+        "kept weights by 1/sqrt(its density)",
+        choices=("torch", "glorot", "kaiming", "sparse_kaiming"),
     )
     mlp: MLPOptions = section(MLPOptions, "mlp options")
     cnn: CNNOptions = section(CNNOptions, "cnn options")
@@ -178,6 +202,12 @@ class FederationConfig:
     server_momentum: float = option(
         0.0, "server momentum (FedAvgM); 0 is plain FedAvg", min=0.0, max=1.0
     )
+    weighting: str = option(
+        "samples",
+        "client weights of the server's averages: samples (p_c = n_c / n of the cohort, "
+        "McMahan et al.) or uniform (p_c = 1 / clients of the round, FedDIP's IID runs)",
+        choices=("samples", "uniform"),
+    )
     eval_every: int = option(
         1, "evaluate the global model every k rounds (and always at the end)", min=1
     )
@@ -200,6 +230,12 @@ class FedSparsifyConfig:
         "merge operator (auto: fedavg for global, majority_vote for local)",
         choices=("auto", "fedavg", "nnz_average", "majority_vote", "majority_vote_nnz"),
     )
+    vote: str = option(
+        "half",
+        "majority merges keep a position voted for by: half (at least floor(N/2) of the N "
+        "clients, the authors' code; a union for N = 3) or strict (more than N/2)",
+        choices=("half", "strict"),
+    )
     schedule: str = option(
         "cubic", "sparsity schedule", choices=("cubic", "multiplicative", "constant")
     )
@@ -211,13 +247,19 @@ class FedSparsifyConfig:
     )
     frequency: int = option(1, "prune every f rounds", min=1)
     rate: float = option(
-        0.05, "multiplicative: fraction of remaining weights pruned each time", min=0.0, max=1.0
+        0.05,
+        "multiplicative: fraction of the current non-zeros pruned every f rounds (up to "
+        "final_sparsity)",
+        min=0.0,
+        max=1.0,
     )
     prunable: str = option(
         "all_trainable",
         "prunable set preset",
         choices=PRESETS,
     )
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -262,6 +304,8 @@ class FedDIPConfig:
         "prunable set preset",
         choices=PRESETS,
     )
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -272,6 +316,8 @@ class SNIPConfig:
         "prunable set preset (norm layers always excluded)",
         choices=("all_trainable", "conv_linear_weights"),
     )
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -281,6 +327,8 @@ class OneShotConfig:
         10, "round t0 whose aggregate is pruned by global magnitude (dense before)", min=1
     )
     prunable: str = option("all_trainable", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -292,6 +340,8 @@ class RandomMaskConfig:
         choices=("uniform", "erk"),
     )
     prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -319,16 +369,27 @@ class AutoFLIPConfig:
         "epoch (by the first explorer) that every explorer starts from",
         choices=("per_explorer", "shared"),
     )
+    reference: str = option(
+        "base",
+        "what an explorer's displacement is measured from: base (the weights it starts "
+        "exploring from, after the base epoch: the authors' code) or theta0 (the common "
+        "start)",
+        choices=("base", "theta0"),
+    )
     normalisation: str = option(
         "minmax",
         "per-tensor score scaling (minmax: into [0, 1]; robust: (g - median) / IQR)",
         choices=("minmax", "robust"),
     )
     structured: bool = option(
-        False, "hybrid: also remove whole neurons/filters whose mean score is in the lowest tau"
+        False,
+        "hybrid: also remove whole neurons/filters whose mean score is in the lowest tau, "
+        "with their bias, norm scale/shift and the next layer's input columns",
     )
     refresh: bool = option(
-        False, "recompute the mask every round from the sampled clients' displacement from theta0"
+        False,
+        "re-cut the mask every round from what the sampled clients trained in the round "
+        "(sum p_k (w_k - w_t)^2; pruned weights score 0)",
     )
     server_update: str = option(
         "ema",
@@ -337,6 +398,8 @@ class AutoFLIPConfig:
         choices=("ema", "fedavgm"),
     )
     prunable: str = option("all_params", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -364,6 +427,8 @@ class PruneFLConfig:
         min_exclusive=True,
     )
     prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)
@@ -387,6 +452,8 @@ class FedDSTConfig:
         0, "readjustment keeps only weights held by more than this many clients", min=0
     )
     prunable: str = option("conv_linear_weights", "prunable set preset", choices=PRESETS)
+    exclude: tuple[str, ...] = _exclude()
+    exclude_names: tuple[str, ...] = _exclude_names()
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,16 @@ for c in mine:                                     each from its OWN copy of the
     base     = 1 epoch on c's data from theta0     (or the shared base, see below)
     explored = up to `epochs` more epochs, early stopping on the last batch's loss
     sums    += exact((explored - base)**2)         int64 fixed point, order-free
+                                                   (reference theta0: explored - theta0)
 scores = reduce(sums) / len(explorers) on rank 0   the same bits for any number of ranks
 
 The authors' code trains one shared model object, so every "explorer" continues from the
 previous one and all stored results alias the last explorer (ALGORITHMS.md s4.7 item 1);
 here every explorer starts from the common start. ``base: shared`` trains one base epoch
 (on the first explorer's data, on rank 0) and every explorer explores from that base.
+
+``reference: theta0`` measures each explorer's displacement from the common start
+instead of from the weights it explored from (its base epoch included).
 
 Early stopping watches the loss of the last mini-batch of each exploration epoch (the
 authors' choice, which needs no held-out data): an explorer stops after ``patience``
@@ -193,8 +197,9 @@ def run_exploration(
         base = trainer.model.flat.detach().clone() if shared is None else shared
         epochs = explorer.explore(indices, cfg.epochs, cfg.patience)
         # Only the prunable set is scored and sent (buffers such as BatchNorm statistics
-        # may move far and are never pruned).
-        moved = (trainer.model.flat.detach() - base).mul_(prunable)
+        # may move far and are never pruned). reference: theta0 counts the base epoch too.
+        origin = start if cfg.reference == "theta0" else base
+        moved = (trainer.model.flat.detach() - origin).mul_(prunable)
         round_to_wire_(moved, wire)
         sums.add("score", moved.double().square())
         records.append((client, epochs, _values_bytes(moved, wire)))

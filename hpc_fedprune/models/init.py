@@ -18,7 +18,7 @@ from .flat import _CONV_TYPES, _LINEAR_TYPES, _NORM_TYPES
 
 __all__ = ["INIT_SCHEMES", "init_weights_"]
 
-INIT_SCHEMES = ("torch", "glorot", "kaiming")
+INIT_SCHEMES = ("torch", "glorot", "kaiming", "sparse_kaiming")
 
 
 def _init_weight_bias(mod: nn.Module, gen: torch.Generator, scheme: str) -> None:
@@ -38,6 +38,10 @@ def _init_weight_bias(mod: nn.Module, gen: torch.Generator, scheme: str) -> None
     elif scheme == "kaiming":
         # He et al. for ReLU nets (torchvision's ResNet convs).
         nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=gen)
+    elif scheme == "sparse_kaiming":
+        # He-normal on the fan-in (forward variance); a method that draws a random sparse
+        # mask then rescales the kept weights by 1/sqrt(density) (pruning.sparse_init).
+        nn.init.kaiming_normal_(weight, mode="fan_in", nonlinearity="relu", generator=gen)
     else:
         raise ValueError(f"unknown init scheme {scheme!r}; known: {', '.join(INIT_SCHEMES)}")
     if bias is not None:
@@ -54,11 +58,12 @@ def init_weights_(module: nn.Module, generator: torch.Generator, scheme: str = "
         The network (on any device; values are drawn on the generator's device and copied).
     generator : torch.Generator
         Source of all random numbers, e.g. ``torch_generator(seed, Stream.MODEL_INIT)``.
-    scheme : {'torch', 'glorot', 'kaiming'}
+    scheme : {'torch', 'glorot', 'kaiming', 'sparse_kaiming'}
         Conv/linear weight init: PyTorch's default (kaiming-uniform with a = sqrt(5), bias
-        uniform in +-1/sqrt(fan_in)), Glorot uniform with zero bias, or Kaiming normal
-        (fan_out, ReLU) with zero bias. Norm layers always start at weight 1, bias 0,
-        running mean 0, running variance 1.
+        uniform in +-1/sqrt(fan_in)), Glorot uniform with zero bias, Kaiming normal
+        (fan_out, ReLU) with zero bias, or Kaiming normal on the fan-in with zero bias
+        (``sparse_kaiming``, the dense half of the sparse-aware init). Norm layers always
+        start at weight 1, bias 0, running mean 0, running variance 1.
 
     Raises
     ------

@@ -10,8 +10,9 @@
   `hpc_fedprune.algorithms.merge`) back to the ERK counts; entries outside ``eligible``
   (held by too few clients) go first.
 
-Ties: among equal magnitudes the lower flat index is dropped first; among equal gradient
-magnitudes the lower flat index is regrown first.
+Ties: with a keyed generator (``rng``) equal magnitudes and equal gradient magnitudes are
+broken by a random choice among the tied entries, so no decision depends on where a
+weight sits in the flat model; without one, the lower flat index goes first.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from .magnitude import layerwise_magnitude_mask, lowest_k
@@ -42,6 +44,7 @@ def drop_and_regrow(
     layout: Sequence[TensorInfo],
     prunable: torch.Tensor,
     fraction: float,
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """A client's new mask after one FedDST readjustment (RigL's drop and grow).
 
@@ -59,6 +62,8 @@ def drop_and_regrow(
         Bool vector of the prunable set.
     fraction : float
         Fraction of each tensor's active weights to drop, in [0, 1].
+    rng : numpy.random.Generator, optional
+        Breaks ties at random (keyed by the caller) instead of by index.
 
     Returns
     -------
@@ -78,9 +83,9 @@ def drop_and_regrow(
             continue
         seg = new[info.slice]
         drop = torch.zeros_like(active)
-        drop[active] = lowest_k(mags[info.slice][active], k)
+        drop[active] = lowest_k(mags[info.slice][active], k, rng)
         grow = torch.zeros_like(inactive)
-        grow[inactive] = lowest_k(-gmags[info.slice][inactive], k)
+        grow[inactive] = lowest_k(-gmags[info.slice][inactive], k, rng)
         seg[drop] = False
         seg[grow] = True
     return new
@@ -92,12 +97,14 @@ def erk_reprune(
     layout: Sequence[TensorInfo],
     prunable: torch.Tensor,
     counts: Mapping[str, int],
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Keep exactly ``counts[tensor]`` prunable entries per tensor, largest ``|values|`` first.
 
     Entries outside ``eligible`` are pruned before any eligible one (they are kept only
-    when a tensor has fewer eligible entries than its count).
+    when a tensor has fewer eligible entries than its count). ``rng``: random choice among
+    equal magnitudes instead of the lower index.
     """
     return layerwise_magnitude_mask(
-        values, layout, prunable, keep=counts, current_mask=eligible | ~prunable
+        values, layout, prunable, keep=counts, current_mask=eligible | ~prunable, rng=rng
     )

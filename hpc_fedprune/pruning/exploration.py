@@ -14,8 +14,14 @@ and a layout (`hpc_fedprune.models.flat.TensorInfo` per tensor):
   past the 16M elements ``torch.quantile`` refuses);
 - `unit_mask`: the structured half of hybrid pruning: a unit (a row of a linear weight, a
   filter of a conv weight) scores the mean of its incoming weights' scores, and the
-  ``floor(tau * U)`` lowest of the ``U`` units are removed whole, with their bias entries;
-- `guidance_mask`: the two combined as the method uses them.
+  ``floor(tau * U)`` lowest of the ``U`` units are removed whole: incoming weights, bias,
+  norm scale and shift, and the next layer's input columns (`hpc_fedprune.pruning.units`);
+- `guidance_mask`: the two combined as the method uses them: units first, then the
+  element cut among the entries the units left.
+
+Re-cutting with the mask in force (``old``, AutoFLIP's refresh): among equal scores the
+entries (and units) ``old`` already removes go first, so ties never bring a weight back
+by its position.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import torch
 
 from .magnitude import global_score_mask, lowest_k
 from .masks import pruned_count
+from .units import UnitLayer, removal_mask
 
 if TYPE_CHECKING:
     from ..models.flat import TensorInfo
@@ -120,43 +127,40 @@ def _quartiles(g: torch.Tensor) -> torch.Tensor:
     return s[lo] + (s[hi] - s[lo]) * frac
 
 
-def element_mask(scores: torch.Tensor, prunable: torch.Tensor, tau: float) -> torch.Tensor:
-    """Remove the ``floor(tau * N)`` lowest-scoring prunable entries (one global cut).
+def element_mask(
+    scores: torch.Tensor,
+    prunable: torch.Tensor,
+    tau: float,
+    *,
+    candidates: torch.Tensor | None = None,
+    prefer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Remove the ``floor(tau * N)`` lowest-scoring of the ``N`` prunable entries (one cut).
 
-    Returns a bool mask over the flat model, True = kept, True outside ``prunable``.
+    ``candidates`` (default: the prunable set) narrows where the cut may remove (hybrid:
+    what the units left); ``prefer``: entries removed first among equal scores.
+
+    Returns a bool mask over the flat model, True = kept, True outside the candidates.
     """
-    return global_score_mask(scores, prunable, tau)
-
-
-def _units(layout: Sequence[TensorInfo], prunable: torch.Tensor) -> list[tuple]:
-    """(weight info, bias info or None) of every conv/linear layer that structured pruning
-    may thin: its weight is wholly prunable and it is not the output layer (removing an
-    output unit would remove a class)."""
-    weights = [i for i in layout if i.kind in _UNIT_KINDS and len(i.shape) >= 2]
-    if not weights:
-        return []
-    last = max(i.layer for i in weights)
-    out = []
-    for info in weights:
-        if info.layer == last or not bool(prunable[info.slice].all()):
-            continue
-        bias = next((b for b in layout if b.kind == "bias" and b.layer == info.layer), None)
-        if bias is not None and not bool(prunable[bias.slice].all()):
-            bias = None
-        out.append((info, bias))
-    return out
+    count = pruned_count(int(prunable.sum()), tau)
+    where = prunable if candidates is None else candidates
+    return global_score_mask(scores, where, count=count, prefer=prefer)
 
 
 def unit_mask(
-    scores: torch.Tensor, layout: Sequence[TensorInfo], prunable: torch.Tensor, tau: float
+    scores: torch.Tensor,
+    layers: Sequence[UnitLayer],
+    tau: float,
+    *,
+    old: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Structured pruning: remove the ``floor(tau * U)`` units with the lowest mean score.
 
     A unit is an output neuron of a linear layer or an output filter of a conv layer
     (dimension 0 of its weight); its score is the mean of its incoming weights' scores.
-    Units of all eligible layers are ranked together (ties: earlier layer, lower index
-    first); a removed unit loses its whole weight slice and its bias entry. Eligible:
-    conv/linear layers whose weight is wholly prunable, except the output layer.
+    Units of all ``layers`` are ranked together (ties: units ``old`` already removes,
+    then earlier layer, lower index); a removed unit loses its incoming weights, bias,
+    norm scale and shift and the next layer's input columns (`units.removal_mask`).
 
     Returns
     -------
@@ -164,19 +168,41 @@ def unit_mask(
         Bool mask over the flat model, True = kept.
     """
     keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    layers = _units(layout, prunable)
     if not layers:
         return keep
-    means = [scores[w.slice].double().reshape(w.shape[0], -1).mean(dim=1) for w, _ in layers]
-    drop = lowest_k(torch.cat(means), pruned_count(sum(len(m) for m in means), tau))
+    means = [scores[u.weight.slice].double().reshape(u.units, -1).mean(dim=1) for u in layers]
+    prefer = None
+    if old is not None:
+        prefer = torch.cat([~old[u.weight.slice].view(u.units, -1).any(dim=1) for u in layers])
+    drop = lowest_k(torch.cat(means), pruned_count(sum(u.units for u in layers), tau), None, prefer)
     start = 0
-    for (w, b), m in zip(layers, means):
-        gone = drop[start : start + len(m)]
-        start += len(m)
-        keep[w.slice].view(w.shape[0], -1)[gone] = False
-        if b is not None:
-            keep[b.slice][gone] = False
+    for layer in layers:
+        removal_mask(layer, drop[start : start + layer.units], keep)
+        start += layer.units
     return keep
+
+
+def removed_units(mask: torch.Tensor, layers: Sequence[UnitLayer]) -> tuple[int, int]:
+    """Units that ``mask`` removes whole, and the parameters removed with them.
+
+    A unit counts when its incoming weights, bias, norm entries and the next layer's
+    input columns are all pruned (whatever cut pruned them); an entry shared by two
+    removed units (a removed unit's input column in another removed unit's row) counts
+    once.
+    """
+    units = 0
+    cleared = torch.ones(mask.numel(), dtype=torch.bool, device=mask.device)
+    for layer in layers:
+        n = layer.units
+        left = mask[layer.weight.slice].view(n, -1).any(dim=1)
+        for info in (layer.bias, *layer.norm):
+            if info is not None:
+                left |= mask[info.slice]
+        nxt = layer.next_weight
+        left |= mask[nxt.slice].view(nxt.shape[0], n, -1).any(dim=2).any(dim=0)
+        units += int((~left).sum())
+        removal_mask(layer, ~left, cleared)
+    return units, int((~cleared).sum())
 
 
 def guidance_mask(
@@ -186,7 +212,8 @@ def guidance_mask(
     tau: float,
     *,
     normalisation: str = "minmax",
-    structured: bool = False,
+    units: Sequence[UnitLayer] = (),
+    old: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """AutoFLIP's mask from raw displacement scores: normalise, cut, optionally hybrid.
 
@@ -199,8 +226,11 @@ def guidance_mask(
     tau : float
         Fraction of the prunable set removed by the element cut.
     normalisation : {'minmax', 'robust'}
-    structured : bool
-        Hybrid: also remove whole units (`unit_mask`, same tau over units).
+    units : sequence of UnitLayer
+        Hybrid: the layers whose units may go (`unit_mask`, the same tau over units); the
+        element cut then removes ``floor(tau * N)`` of the entries the units left.
+    old : torch.Tensor, optional
+        The mask in force when re-cutting: its removals go first among equal scores.
 
     Returns
     -------
@@ -208,7 +238,9 @@ def guidance_mask(
         The bool mask (True = kept) and the normalised scores.
     """
     normalised = normalise_per_tensor(scores, layout, prunable, normalisation)
-    mask = element_mask(normalised, prunable, tau)
-    if structured:
-        mask &= unit_mask(normalised, layout, prunable, tau)
+    prefer = None if old is None else ~old
+    if not units:
+        return element_mask(normalised, prunable, tau, prefer=prefer), normalised
+    keep = unit_mask(normalised, units, tau, old=old)
+    mask = keep & element_mask(normalised, prunable, tau, candidates=prunable & keep, prefer=prefer)
     return mask, normalised

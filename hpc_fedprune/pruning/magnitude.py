@@ -7,7 +7,8 @@ Ties: among equal scores the entry with the lower flat index is pruned first, so
 result is deterministic on every device and independent of the sort algorithm. The
 threshold is found with a linear-time selection (`kth_smallest`; ``torch.quantile``
 refuses inputs above about 16M elements), then exactly the missing number of tied entries
-is taken in index order.
+is taken in index order; or, with a keyed generator (``rng``), drawn at random among the
+tied ones, for decisions that must not depend on where a weight sits (FedDST).
 
 Nesting: with ``current_mask``, entries it already prunes rank below every entry it keeps,
 so a non-decreasing sparsity never brings a pruned entry back (FedDIP's and FedSparsify's
@@ -38,7 +39,12 @@ __all__ = [
 ]
 
 
-def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+def lowest_k(
+    scores: torch.Tensor,
+    k: int,
+    rng: np.random.Generator | None = None,
+    prefer: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Bool vector marking the ``k`` lowest entries of 1-D ``scores``.
 
     Parameters
@@ -47,12 +53,18 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         1-D real scores, no NaN.
     k : int
         How many to mark, clipped to ``[0, len(scores)]``.
+    rng : numpy.random.Generator, optional
+        Breaks ties at the k-th value by a random choice among the tied entries (keyed by
+        the caller) instead of by index.
+    prefer : torch.Tensor, optional
+        Bool vector: among the tied entries these are taken first (e.g. the ones a mask
+        already prunes), then the others.
 
     Returns
     -------
     torch.Tensor
         Exactly ``k`` True entries: all scores below the k-th smallest value, then the
-        lowest-index entries equal to it.
+        lowest-index entries equal to it (or ``rng``'s choice among them).
     """
     n = scores.numel()
     out = torch.zeros(n, dtype=torch.bool, device=scores.device)
@@ -66,8 +78,14 @@ def lowest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     below = scores < threshold
     out |= below
     missing = k - int(below.sum())
-    tied = (scores == threshold).nonzero().squeeze(1)[:missing]
-    out[tied] = True
+    tied = (scores == threshold).nonzero().squeeze(1)
+    if prefer is not None and len(tied) > missing:
+        first = prefer[tied]
+        tied = torch.cat([tied[first], tied[~first]])
+    if rng is not None and len(tied) > missing:
+        picked = np.sort(rng.choice(len(tied), size=missing, replace=False))
+        tied = tied[torch.from_numpy(picked).to(tied.device)]
+    out[tied[:missing]] = True
     return out
 
 
@@ -87,25 +105,36 @@ def kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.as_tensor(np.partition(values, k - 1)[k - 1])
 
 
-def _lowest_in(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+def _lowest_in(
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    k: int,
+    rng: np.random.Generator | None = None,
+    prefer: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Bool vector: the ``k`` lowest-scoring entries among ``candidates``."""
     out = torch.zeros_like(candidates)
     # Boolean gather/scatter: one pass each, no int64 index vectors for 10^7 entries.
-    out[candidates] = lowest_k(scores[candidates], k)
+    among = None if prefer is None else prefer[candidates]
+    out[candidates] = lowest_k(scores[candidates], k, rng, among)
     return out
 
 
 def _to_prune(
-    scores: torch.Tensor, candidates: torch.Tensor, k: int, current: torch.Tensor | None
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    k: int,
+    current: torch.Tensor | None,
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Bool vector of the ``k`` candidates to prune; the ones ``current`` prunes go first."""
     if current is None:
-        return _lowest_in(scores, candidates, k)
+        return _lowest_in(scores, candidates, k, rng)
     old = candidates & ~current
     n_old = int(old.sum())
     if k >= n_old:
-        return old | _lowest_in(scores, candidates & current, k - n_old)
-    return _lowest_in(scores, old, k)
+        return old | _lowest_in(scores, candidates & current, k - n_old, rng)
+    return _lowest_in(scores, old, k, rng)
 
 
 def _check(values: torch.Tensor, prunable: torch.Tensor, current: torch.Tensor | None) -> None:
@@ -121,9 +150,11 @@ def _check(values: torch.Tensor, prunable: torch.Tensor, current: torch.Tensor |
 def global_score_mask(
     scores: torch.Tensor,
     prunable: torch.Tensor,
-    sparsity: float,
+    sparsity: float | None = None,
     *,
+    count: int | None = None,
     current_mask: torch.Tensor | None = None,
+    prefer: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Prune the lowest-scoring ``floor(sparsity * N)`` of the ``N`` prunable entries.
 
@@ -134,10 +165,14 @@ def global_score_mask(
         |g * w|, or AutoFLIP's normalised displacement.
     prunable : torch.Tensor
         Bool vector of the prunable set.
-    sparsity : float
+    sparsity : float, optional
         Fraction of the prunable set to prune, in [0, 1].
+    count : int, optional
+        Instead of ``sparsity``: exactly how many prunable entries to prune.
     current_mask : torch.Tensor, optional
         The mask in force; the entries it prunes are pruned first (see module docstring).
+    prefer : torch.Tensor, optional
+        Bool vector: among equal scores these are pruned first (before the lower index).
 
     Returns
     -------
@@ -145,15 +180,22 @@ def global_score_mask(
         Bool mask over the flat model, True = kept, always True outside ``prunable``.
     """
     _check(scores, prunable, current_mask)
-    k = pruned_count(int(prunable.sum()), sparsity)
+    if (sparsity is None) == (count is None):
+        raise InputError("global_score_mask needs exactly one of sparsity and count=")
+    k = pruned_count(int(prunable.sum()), sparsity) if count is None else int(count)
+    if prefer is not None:
+        if current_mask is not None:
+            raise InputError("global_score_mask takes current_mask or prefer, not both")
+        return ~_lowest_in(scores, prunable, k, None, prefer)
     return ~_to_prune(scores, prunable, k, current_mask)
 
 
 def global_magnitude_mask(
     values: torch.Tensor,
     prunable: torch.Tensor,
-    sparsity: float,
+    sparsity: float | None = None,
     *,
+    count: int | None = None,
     current_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Global magnitude pruning: keep the ``N - floor(sparsity * N)`` largest |w|.
@@ -164,8 +206,10 @@ def global_magnitude_mask(
         Flat weights (e.g. the aggregated global model).
     prunable : torch.Tensor
         Bool vector of the prunable set.
-    sparsity : float
+    sparsity : float, optional
         Fraction of the prunable set to prune, in [0, 1].
+    count : int, optional
+        Instead of ``sparsity``: exactly how many prunable entries to prune.
     current_mask : torch.Tensor, optional
         The mask in force; its pruned entries are pruned first (nested masks).
 
@@ -174,7 +218,9 @@ def global_magnitude_mask(
     torch.Tensor
         Bool mask, True = kept, always True outside ``prunable``.
     """
-    return global_score_mask(values.abs(), prunable, sparsity, current_mask=current_mask)
+    return global_score_mask(
+        values.abs(), prunable, sparsity, count=count, current_mask=current_mask
+    )
 
 
 def layerwise_magnitude_mask(
@@ -185,6 +231,7 @@ def layerwise_magnitude_mask(
     *,
     keep: Mapping[str, int] | None = None,
     current_mask: torch.Tensor | None = None,
+    rng: np.random.Generator | None = None,
 ) -> torch.Tensor:
     """Magnitude pruning inside each tensor separately.
 
@@ -205,6 +252,9 @@ def layerwise_magnitude_mask(
         `erk_counts` (FedDST's re-pruning to the ERK allocation).
     current_mask : torch.Tensor, optional
         The mask in force; its pruned entries are pruned first within each tensor.
+    rng : numpy.random.Generator, optional
+        Random choice among equal magnitudes (tensors draw in flat order) instead of the
+        lower index.
 
     Returns
     -------
@@ -241,5 +291,5 @@ def layerwise_magnitude_mask(
         else:
             k = pruned_count(n, sparsity)
         current = None if current_mask is None else current_mask[info.slice]
-        mask[info.slice] = ~_to_prune(mags[info.slice], candidates, k, current)
+        mask[info.slice] = ~_to_prune(mags[info.slice], candidates, k, current, rng)
     return mask

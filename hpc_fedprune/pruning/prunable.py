@@ -7,11 +7,15 @@ Presets (ALGORITHMS.md, Decisions and 2.3):
   parameters (FedSparsify);
 - ``all_params``: every parameter, trainable or frozen (AutoFLIP).
 
-Options remove tensors from the preset: ``exclude_first_last`` (the first and last
-conv/linear layers, weights and biases; PruneTrain), ``exclude_bias`` (conv/linear biases),
-``exclude_norm`` (norm weights and biases) and ``exclude_names`` (substrings of tensor names,
-e.g. ``("shortcut",)`` to reproduce FedDIP's ResNet-18, which leaves the 1x1 shortcut convs
-dense). Buffers (running statistics) are never prunable.
+Options remove tensors from the preset: ``exclude_first`` / ``exclude_last`` (every tensor
+of the first / last conv/linear layer; ``exclude_first_last`` both, as PruneTrain),
+``exclude_bias`` (conv/linear biases), ``exclude_norm`` (norm weights and biases) and
+``exclude_names`` (substrings of tensor names, e.g. ``("shortcut",)`` to reproduce FedDIP's
+ResNet-18, which leaves the 1x1 shortcut convs dense). Buffers (running statistics) are
+never prunable.
+
+`method_prunable` builds a method's set from its config section (``prunable``,
+``exclude``, ``exclude_names``), so every method with a prunable set takes the same keys.
 """
 
 from __future__ import annotations
@@ -26,11 +30,20 @@ from ..errors import InputError
 if TYPE_CHECKING:  # pruning depends on torch and numpy only; the layout is plain data
     from ..models.flat import TensorInfo
 
-__all__ = ["PRUNABLE_PRESETS", "prunable_mask", "prunable_tensors", "tensors_in"]
+__all__ = [
+    "EXCLUSIONS",
+    "PRUNABLE_PRESETS",
+    "method_prunable",
+    "prunable_mask",
+    "prunable_tensors",
+    "tensors_in",
+]
 
 _WEIGHT_KINDS = ("conv_weight", "linear_weight")
 
 PRUNABLE_PRESETS = ("conv_linear_weights", "all_trainable", "all_params")
+# What a method's ``exclude`` key may list (see `method_prunable`).
+EXCLUSIONS = ("first", "last", "bias", "norm")
 
 
 def _in_preset(info: TensorInfo, preset: str) -> bool:
@@ -51,6 +64,8 @@ def prunable_tensors(
     exclude_bias: bool = False,
     exclude_norm: bool = False,
     exclude_names: Iterable[str] = (),
+    exclude_first: bool = False,
+    exclude_last: bool = False,
 ) -> tuple[TensorInfo, ...]:
     """The tensors of ``layout`` in the prunable set, in flat order.
 
@@ -63,6 +78,8 @@ def prunable_tensors(
     exclude_first_last : bool
         Drop every tensor of the first and of the last conv/linear layer (the smallest and
         largest ``layer`` index among conv/linear weights).
+    exclude_first, exclude_last : bool
+        Drop every tensor of the first (or of the last) conv/linear layer only.
     exclude_bias : bool
         Drop conv/linear biases.
     exclude_norm : bool
@@ -87,10 +104,11 @@ def prunable_tensors(
     if isinstance(exclude_names, str):
         patterns = (exclude_names,)
     edge_layers: set[int] = set()
-    if exclude_first_last:
-        weight_layers = [i.layer for i in layout if i.kind in _WEIGHT_KINDS]
-        if weight_layers:
-            edge_layers = {min(weight_layers), max(weight_layers)}
+    weight_layers = [i.layer for i in layout if i.kind in _WEIGHT_KINDS]
+    if weight_layers and (exclude_first_last or exclude_first):
+        edge_layers.add(min(weight_layers))
+    if weight_layers and (exclude_first_last or exclude_last):
+        edge_layers.add(max(weight_layers))
     chosen = []
     for info in layout:
         if not _in_preset(info, preset):
@@ -115,6 +133,8 @@ def prunable_mask(
     exclude_bias: bool = False,
     exclude_norm: bool = False,
     exclude_names: Iterable[str] = (),
+    exclude_first: bool = False,
+    exclude_last: bool = False,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Bool vector over the flat model: True at prunable entries.
@@ -129,11 +149,65 @@ def prunable_mask(
         exclude_bias=exclude_bias,
         exclude_norm=exclude_norm,
         exclude_names=exclude_names,
+        exclude_first=exclude_first,
+        exclude_last=exclude_last,
     )
     total = max((i.stop for i in layout), default=0)
     mask = torch.zeros(total, dtype=torch.bool, device=device)
     for info in chosen:
         mask[info.slice] = True
+    return mask
+
+
+def method_prunable(
+    layout: Sequence[TensorInfo],
+    section,
+    key: str,
+    *,
+    exclude_norm: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """A method's prunable set from its config section.
+
+    Parameters
+    ----------
+    layout : sequence of TensorInfo
+        The model's layout.
+    section : config section
+        Has ``prunable`` (a preset), ``exclude`` (a tuple of `EXCLUSIONS`: ``first``,
+        ``last``, ``bias``, ``norm``) and ``exclude_names`` (name substrings).
+    key : str
+        The section's config path (``algorithm.feddip``), for error messages.
+    exclude_norm : bool
+        Also drop norm layers whatever the config says (SNIP scores connections only).
+    device : torch.device or str, optional
+
+    Raises
+    ------
+    InputError
+        When an ``exclude_names`` entry matches no tensor of the model (a typo would
+        otherwise change nothing, silently), or the set ends up empty.
+    """
+    exclude = set(section.exclude)
+    names = tuple(section.exclude_names)
+    for pattern in names:
+        if not any(pattern in info.name for info in layout):
+            raise InputError(
+                f"{key}.exclude_names: {pattern!r} matches no tensor of the model "
+                f"(names such as {', '.join(i.name for i in layout[:3])})"
+            )
+    mask = prunable_mask(
+        layout,
+        section.prunable,
+        exclude_first="first" in exclude,
+        exclude_last="last" in exclude,
+        exclude_bias="bias" in exclude,
+        exclude_norm=exclude_norm or "norm" in exclude,
+        exclude_names=names,
+        device=device,
+    )
+    if not bool(mask.any()):
+        raise InputError(f"{key}: the exclusions leave nothing to prune")
     return mask
 
 

@@ -143,6 +143,23 @@ class Multiplicative:
     def __call__(self, t: int) -> float:
         return float(min(self.s_max, 1.0 - (1.0 - self.p) ** self.events(t)))
 
+    def prunes_at(self, t: int) -> bool:
+        """Whether round ``t`` has a pruning event."""
+        return _round(t) > self.t0 and self.events(t) > self.events(t - 1)
+
+    def pruned_after(self, t: int, kept: int, total: int) -> int:
+        """Pruned entries after round ``t`` when ``kept`` of ``total`` are kept before it.
+
+        An event prunes ``floor(p * kept)`` of the entries kept now (the non-zeros, the
+        authors' ``PurgeByNNZWeightMagnitude``), so what the merge already removed counts;
+        never more than ``floor(s_max * total)`` in all, and nothing comes back.
+        """
+        pruned = total - kept
+        if not self.prunes_at(t):
+            return pruned
+        cap = math.floor(self.s_max * total)
+        return max(pruned, min(pruned + math.floor(self.p * kept), cap))
+
 
 def multiplicative_sparsity(
     t: int, *, p: float, freq: int = 1, t0: int = 0, s_max: float = 1.0

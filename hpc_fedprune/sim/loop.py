@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +250,7 @@ def round_context(config: Config, setup: Setup, rnd: int, cohort: np.ndarray) ->
         lr=config.training.lr * config.training.lr_decay ** (rnd - 1),
         cohort_samples=int(setup.sizes[cohort].sum()),
         cohort_size=len(cohort),
+        weighting=config.federation.weighting,
     )
 
 
@@ -262,7 +263,7 @@ def train_clients(config, world, engine, ctx, current, units):
     setup, algorithm = engine.setup, engine.setup.algorithm
     value_dtype = config.comm.value_dtype
     sums = ExactAccumulator.for_channels(
-        algorithm.channels, setup.model.numel, ctx.cohort_size, setup.device
+        algorithm.round_channels(ctx), setup.model.numel, ctx.cohort_size, setup.device
     )
     engine.states.fetch(np.concatenate(units) if units else np.zeros(0, np.int64))
     records = []
@@ -276,6 +277,8 @@ def train_clients(config, world, engine, ctx, current, units):
         )
         for client, result in trained:
             maybe_fail("train", world.rank, ctx.round)
+            if result.train_mask is not None:  # a readjustment changed the client's mask
+                plans[client] = replace(plans[client], train_mask=result.train_mask)
             local = setup.model.flat
             grad = None
             if plans[client].needs_gradient:
@@ -287,7 +290,7 @@ def train_clients(config, world, engine, ctx, current, units):
                 ctx=ctx, model=current, client=client, plan=plans[client], local=local,
                 gradient=grad, state=held[client],
             )  # fmt: skip
-            weight = result.samples / ctx.cohort_samples  # the client's sample weight p_c
+            weight = ctx.client_weight(result.samples)  # p_c (federation.weighting)
             sums.add_client(update.channels, algorithm.channels, weight)
             engine.states.keep(client, update.state)
             wire = accounting.upload_info(update, value_dtype)

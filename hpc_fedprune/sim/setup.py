@@ -27,7 +27,7 @@ from ..data import (
 from ..errors import InputError
 from ..models import FlatModel, build_model, model_options
 from ..privacy import MembershipSets, plan_privacy, split_holdout
-from ..pruning.prunable import prunable_mask
+from ..pruning.prunable import method_prunable, prunable_mask
 
 
 @dataclass
@@ -97,11 +97,15 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
         config.model.name, dataset.input_shape, dataset.num_classes, seed=seed, **options
     )
     model = FlatModel(module.to(device), device=device)
-    preset = getattr(
-        getattr(config.algorithm, config.algorithm.name, None), "prunable", "all_trainable"
+    method = getattr(config.algorithm, config.algorithm.name, None)
+    if hasattr(method, "prunable"):  # the method's preset and exclusions
+        key = f"algorithm.{config.algorithm.name}"
+        prunable = method_prunable(model.layout, method, key, device=device)
+    else:
+        prunable = prunable_mask(model.layout, "all_trainable", device=device)
+    algorithm = make_algorithm(
+        config, prunable, model.trainable_mask().to(device), model.layout, model.module
     )
-    prunable = prunable_mask(model.layout, preset, device=device)
-    algorithm = make_algorithm(config, prunable, model.trainable_mask().to(device), model.layout)
     return Setup(
         dataset,
         parts,

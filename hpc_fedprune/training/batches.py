@@ -34,6 +34,13 @@ def epoch_order(
     return order, range(0, stop, batch)
 
 
+def batches_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Local steps in one epoch over ``n`` samples (the length of `epoch_order`'s range)."""
+    batch = min(batch_size, n)
+    stop = n - (n % batch) if (drop_last and n >= batch) else n
+    return len(range(0, stop, batch))
+
+
 def client_batches(
     seed: int,
     round_index: int,

@@ -74,7 +74,7 @@ class ClientTrainer:
         """
         members = [int(c) for c in unit]
         trained: dict[int, tuple[torch.Tensor, ClientResult]] = {}
-        together = [c for c in members if plans[c].groupable] if self.group else []
+        together = [c for c in members if groups_with(plans[c])] if self.group else []
         if together:
             weights, results = self.group.train(
                 clients=together,
@@ -99,3 +99,9 @@ class ClientTrainer:
                     lr=lr,
                 )
             yield client, result
+
+
+def groups_with(plan) -> bool:
+    """Whether a client may train in a group: its plan allows it and changes no mask in
+    the middle of training (a readjustment runs on the one-client trainer)."""
+    return plan.groupable and plan.readjust is None

@@ -1,11 +1,12 @@
 """Gradients and training passes that methods ask of the loop outside ordinary local training.
 
 - `client_gradient`: the loss gradient at a client's trained weights on one batch, for
-  methods whose ``needs_client_gradient(ctx)`` is true (FedDST regrows by it, PruneFL's
-  server sums its square). The batch is the first of a permutation drawn from
-  ``numpy_rng(seed, Stream.CLIENT, round, client, GRADIENT_KEY)``: the training key of
-  the client and round extended by one integer, so the batch is the same on every rank
-  and differs from the training batches' stream.
+  plans with ``needs_gradient`` (PruneFL's server sums its square). The batch is the
+  first of a permutation drawn from ``numpy_rng(seed, Stream.CLIENT, round, client,
+  GRADIENT_KEY)``: the training key of the client and round extended by one integer, so
+  the batch is the same on every rank and differs from the training batches' stream. A
+  plan's readjustment (FedDST) takes its gradient in the middle of training on the same
+  batch (`LocalTrainer`).
 - `initial_trainer`: the ``train`` callable of ``initial_mask`` for methods with
   ``initial_training = True`` (PruneFL's initial pruning on one client before round 1):
   local training at round 0 keyed by (seed, 0, client, key).

@@ -176,6 +176,8 @@ class GroupTrainer:
         packed = pack_group(batches)
         index, weight = self._to_device(packed.index), self._to_device(packed.weight)
         active = self._to_device(packed.active) * lr  # per-step, per-client step size
+        if any(p.readjust is not None for p in plans):
+            raise ValueError("a plan with a readjustment trains alone (ClientTrainer)")
         g = len(clients)
         w = start.detach().unsqueeze(0).repeat(g, 1)
         fmask = stacked_mask([p.train_mask for p in plans])

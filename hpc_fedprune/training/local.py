@@ -11,7 +11,8 @@ a mask and a penalty gradient are each a single vector operation.
 Two ways a mask enters a step: a *train mask* is re-applied after every optimiser step
 (projection: pruned weights stay zero), a *forward mask* is applied only for the forward
 and backward pass, after which the dense weights are restored and stepped (error
-feedback: pruned weights keep moving).
+feedback: pruned weights keep moving). A plan's *readjustment* replaces the train mask
+once, before the last local epoch (`ClientPlan.readjust`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..config import Config
 from ..models import set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, numpy_rng, torch_generator
-from .batches import epoch_order
+from .batches import batches_per_epoch, epoch_order
+from .gradients import GRADIENT_KEY
 
 if TYPE_CHECKING:
     from ..algorithms.base import ClientPlan
@@ -34,11 +36,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class ClientResult:
-    """What local training reports: mean training loss and the work done."""
+    """What local training reports: mean training loss, the work done, and the train mask
+    a readjustment left (None: the plan's own)."""
 
     loss: float
     steps: int
     samples: int
+    train_mask: torch.Tensor | None = None
 
 
 class LocalTrainer:
@@ -143,11 +147,23 @@ class LocalTrainer:
                 seed, Stream.CLIENT, round_index, client, *key, device=self.x.device
             )
             set_dropout_generator(fm.module, gen)
+        else:
+            gen = None
+        readjust_at, readjusted = None, None
+        if plan.readjust is not None:  # before the last epoch (or its worth of steps)
+            per_epoch = batches_per_epoch(n, batch, t.drop_last)
+            last = (target_steps or per_epoch * t.local_epochs) - per_epoch
+            readjust_at = max(0, last)
         epoch = 0
         while True:
             order, starts = epoch_order(rng, indices, batch, t.drop_last)
             shuffled = torch.as_tensor(order, device=self.x.device)  # batches: slices of it
             for lo in starts:
+                if steps == readjust_at and readjusted is None:
+                    readjusted = self._readjust(plan, mask, (client, round_index, *key),
+                                                indices, gen)  # fmt: skip
+                    mask, fmask = readjusted, self._float_mask(readjusted)
+                    fm.flat.mul_(fmask)
                 sel = shuffled[lo : lo + batch]
                 xb, yb = self.x[sel], self.y[sel]
                 fm.zero_grad()
@@ -173,7 +189,35 @@ class LocalTrainer:
                 break
             if target_steps is not None and steps >= target_steps:
                 break
-        return ClientResult(loss=_mean_loss(losses, sizes), steps=steps, samples=n)
+        return ClientResult(
+            loss=_mean_loss(losses, sizes), steps=steps, samples=n, train_mask=readjusted
+        )
+
+    def _readjust(self, plan, mask, key, indices, dropout_gen) -> torch.Tensor:
+        """Run ``plan.readjust`` at the current weights; returns the new train mask.
+
+        The gradient is taken on the batch `client_gradient` would use (key extended by
+        ``GRADIENT_KEY``); the pass changes neither the weights nor normalisation
+        statistics, nor the client's dropout stream. The optimiser state (momentum, Adam's
+        moments) is cleared where the mask changed: a weight that comes back starts afresh.
+        """
+        fm = self.model
+        client, round_index, *extra = key
+        saved = fm.flat.detach().clone()
+        seed = self.config.runtime.seed
+        rng = numpy_rng(seed, Stream.CLIENT, round_index, client, *extra, GRADIENT_KEY)
+        grad = self.first_batch_gradient(saved, indices, rng)
+        fm.flat.copy_(saved)
+        if dropout_gen is not None:
+            set_dropout_generator(fm.module, dropout_gen)
+        current = mask if mask is not None else torch.ones_like(saved, dtype=torch.bool)
+        new = plan.readjust(saved, grad, current)
+        changed = (new != current)[: fm.num_params]
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                if torch.is_tensor(value) and value.shape == changed.shape:
+                    value[changed] = 0
+        return new
 
     def first_batch_gradient(
         self, weights: torch.Tensor, indices: np.ndarray, rng: np.random.Generator

@@ -6,24 +6,49 @@ the sample weights), so a test of a method checks the method, not a copy of the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hpc_fedprune.algorithms import GlobalModel
 from hpc_fedprune.exchange.accumulate import ExactAccumulator
 
 
 def run_client(algo, ctx, model, client, local, *, gradient=None, state=None):
-    """``plan_client`` then ``finish_client`` for one trained client: (plan, update)."""
+    """``plan_client`` then ``finish_client`` for one trained client: (plan, update).
+
+    A plan with a readjustment is readjusted at ``local`` with ``gradient`` (as if the
+    last epoch changed nothing); use `readjust` and `finish` to train after it.
+    """
     plan = algo.plan_client(ctx=ctx, model=model, client=client, state=state)
-    update = algo.finish_client(
+    if plan.readjust is not None:
+        plan = readjust(plan, local, gradient)
+        gradient = None
+    return plan, finish(algo, ctx, model, client, plan, local, gradient=gradient, state=state)
+
+
+def readjust(plan, weights, gradient):
+    """What the trainer does with ``plan.readjust`` before the last local epoch: the new
+    train mask, applied to ``weights`` in place; returns the plan as trained."""
+    new = plan.readjust(weights, gradient, plan.train_mask)
+    weights.mul_(new)
+    return replace(plan, train_mask=new)
+
+
+def finish(algo, ctx, model, client, plan, local, *, gradient=None, state=None):
+    """``finish_client`` for a client trained as ``plan`` says; its `ClientUpdate`."""
+    return algo.finish_client(
         ctx=ctx, model=model, client=client, plan=plan, local=local, gradient=gradient,
         state=state,
     )  # fmt: skip
-    return plan, update
 
 
-def sums_of(algo, updates, weights):
-    """The server's exact sums of ``updates`` with sample weights ``weights``."""
+def sums_of(algo, updates, weights, ctx=None):
+    """The server's exact sums of ``updates`` with sample weights ``weights``.
+
+    With ``ctx``, only the round's channels (`Algorithm.round_channels`), as the loop does.
+    """
     numel = updates[0].message.numel()
-    acc = ExactAccumulator.for_channels(algo.channels, numel, len(updates), "cpu")
+    channels = algo.channels if ctx is None else algo.round_channels(ctx)
+    acc = ExactAccumulator.for_channels(channels, numel, len(updates), "cpu")
     for update, weight in zip(updates, weights, strict=True):
         acc.add_client(update.channels, algo.channels, weight)
     return acc.unpack(acc.packed(), "cpu")

@@ -53,7 +53,8 @@ def autoflip(*overrides: str, model: FlatModel | None = None):
     config = load_config(None, ["algorithm.name=autoflip", *overrides])
     model = model or net()
     prunable = prunable_mask(model.layout, config.algorithm.autoflip.prunable)
-    return make_algorithm(config, prunable, model.trainable_mask(), model.layout), model
+    algo = make_algorithm(config, prunable, model.trainable_mask(), model.layout, model.module)
+    return algo, model
 
 
 def ctx(round_index: int = 1) -> RoundContext:
@@ -118,6 +119,20 @@ def test_shared_base_is_one_epoch_from_theta0_for_every_explorer():
     assert result.client_epochs == 1 + 4 * 2
 
 
+def test_reference_theta0_measures_from_the_common_start():
+    config, setup, trainer, theta0, result = explored("algorithm.autoflip.reference=theta0")
+    disp = []
+    for c in range(4):  # each explorer alone: its base epoch, then the exploration
+        explorer = Explorer(trainer, config)
+        explorer.begin(c, 1, theta0)
+        explorer.epoch(setup.train_parts[c])
+        explorer.explore(setup.train_parts[c], 2, 5)
+        disp.append(squared_displacement(trainer.model.flat.detach(), theta0))
+    torch.testing.assert_close(result.scores, sum(disp) / 4, rtol=1e-6, atol=1e-14)
+    base_scores = explored()[4].scores
+    assert not torch.allclose(result.scores, base_scores)  # the base epoch counts now
+
+
 def test_explorer_choice_and_early_stopping():
     assert choose_explorers(5, 20, 1.0).tolist() == list(range(20))
     some = choose_explorers(5, 20, 0.25)
@@ -176,34 +191,143 @@ def test_threshold_works_past_torch_quantile_limit():
     assert float(scores[~mask].max()) <= float(scores[mask].min())
 
 
-def test_hybrid_removes_whole_units_and_keeps_the_output_layer():
+def _unit_rows(keep, layer, r):
+    """Whether everything of unit ``r`` of ``layer`` is pruned in ``keep``."""
+    parts = [keep[layer.weight.slice].view(layer.units, -1)[r]]
+    parts += [keep[i.slice][r : r + 1] for i in (layer.bias, *layer.norm) if i is not None]
+    nxt = layer.next_weight
+    parts.append(keep[nxt.slice].view(nxt.shape[0], layer.units, -1)[:, r, :].reshape(-1))
+    return torch.cat(parts)
+
+
+def test_hybrid_removes_whole_units_with_everything_that_reads_them():
+    """MLP 16-8: a removed hidden neuron loses its row, its bias and the next layer's
+    column; the output layer is never thinned; the lowest mean scores go."""
+    from hpc_fedprune.pruning.exploration import removed_units
+    from hpc_fedprune.pruning.units import removal_mask, unit_layers
+
     model = FlatModel(build_model("mlp", SHAPE, 4, seed=0, hidden=(16, 8)))
     prunable = prunable_mask(model.layout, "all_params")
+    layers = unit_layers(model.module, model.layout)
+    weights = [i for i in model.layout if i.kind == "linear_weight"]
+    assert [u.weight for u in layers] == weights[:2]  # not the output layer
+    assert [u.next_weight for u in layers] == weights[1:]
+    assert [u.span for u in layers] == [1, 1]
     gen = torch.Generator().manual_seed(3)
     scores = torch.rand(model.numel, generator=gen, dtype=torch.float64)
-    hidden = [i for i in model.layout if i.kind == "linear_weight"][:-1]
-    units = sum(i.shape[0] for i in hidden)
-    keep = unit_mask(scores, model.layout, prunable, 0.25)
-    removed = []
-    for info in hidden:
-        rows = keep[info.slice].view(info.shape[0], -1)
-        bias = next(b for b in model.layout if b.kind == "bias" and b.layer == info.layer)
-        for r in range(info.shape[0]):
-            assert bool(rows[r].all()) or not bool(rows[r].any())  # whole units only
-            if not bool(rows[r].any()):
-                removed.append(float(scores[info.slice].view(info.shape[0], -1)[r].mean()))
-                assert not bool(keep[bias.slice][r])  # its bias goes with it
-    assert len(removed) == pruned_count(units, 0.25)
-    means = [scores[i.slice].view(i.shape[0], -1).mean(1) for i in hidden]
-    assert max(removed) <= float(torch.sort(torch.cat(means)).values[len(removed)])
-    out = [i for i in model.layout if i.kind == "linear_weight"][-1]
-    assert bool(keep[out.slice].all())
-    # Hybrid: the element cut and the unit cut, both on the normalised scores.
-    mask, normalised = guidance_mask(scores, model.layout, prunable, 0.25, structured=True)
-    element = element_mask(normalised, prunable, 0.25)
-    units_cut = unit_mask(normalised, model.layout, prunable, 0.25)
-    assert bool((mask == (element & units_cut)).all())
-    assert int((~mask).sum()) > int((~element).sum())
+    keep = unit_mask(scores, layers, 0.25)
+    means = [scores[u.weight.slice].view(u.units, -1).mean(1) for u in layers]
+    cut = torch.sort(torch.cat(means)).values[pruned_count(24, 0.25) - 1]
+    removed = 0
+    for layer, m in zip(layers, means):
+        for r in range(layer.units):
+            if m[r] <= cut:  # everything of the unit is gone
+                assert not bool(_unit_rows(keep, layer, r).any())
+                removed += 1
+            else:  # its bias and some of its row stay (a removed input may clear a column)
+                assert bool(keep[layer.bias.slice][r])
+                assert bool(keep[layer.weight.slice].view(layer.units, -1)[r].any())
+    assert removed == pruned_count(24, 0.25) == 6
+    # Nothing else is touched: the pruned entries are the removed units' entries (a
+    # weight that is both a removed unit's input and another removed unit's output counts
+    # once).
+    union = torch.ones_like(keep)
+    for layer, m in zip(layers, means):
+        removal_mask(layer, m <= cut, union)
+    assert torch.equal(keep, union)
+    assert removed_units(keep, layers)[0] == 6
+    # Hybrid: units first, then floor(tau N) of the entries they left.
+    mask, normalised = guidance_mask(scores, model.layout, prunable, 0.25, units=layers)
+    units_cut = unit_mask(normalised, layers, 0.25)
+    assert bool((mask <= units_cut).all())
+    n = int(prunable.sum())
+    assert int((~mask).sum()) == int((~units_cut).sum()) + pruned_count(n, 0.25)
+
+
+def test_hybrid_on_a_conv_net_with_batchnorm_removes_the_channel_everywhere():
+    """conv -> BN -> ReLU -> pool -> conv -> BN -> ReLU -> flatten -> linear -> linear:
+    a removed filter takes its BN scale and shift and the next layer's input channel
+    (conv) or its spatial block of columns (linear after the flatten). The network then
+    computes exactly what the network without those channels computes."""
+    from hpc_fedprune.pruning.exploration import removed_units
+    from hpc_fedprune.pruning.units import unit_layers
+
+    torch.manual_seed(0)  # construction only; every value below is set explicitly
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.1), torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2), torch.nn.Conv2d(4, 6, 3), torch.nn.BatchNorm2d(6, momentum=0.1),
+        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 3 * 3, 5), torch.nn.ReLU(),
+        torch.nn.Linear(5, 3),
+    )  # fmt: skip
+    model = FlatModel(net)
+    layers = unit_layers(model.module, model.layout)
+    names = [(u.weight.name, u.next_weight.name, u.span, len(u.norm)) for u in layers]
+    assert names == [("0.weight", "4.weight", 1, 2), ("4.weight", "8.weight", 9, 2),
+                     ("8.weight", "10.weight", 1, 0)]  # fmt: skip
+    gen = torch.Generator().manual_seed(7)
+    model.flat.copy_(torch.randn(model.numel, generator=gen))
+    model.flat[model.num_params :].abs_()  # running variances must be positive
+    keep = torch.ones(model.numel, dtype=torch.bool)
+    from hpc_fedprune.pruning.units import removal_mask
+
+    removal_mask(layers[0], torch.tensor([False, True, False, False]), keep)
+    removal_mask(layers[1], torch.tensor([True, False, False, False, False, True]), keep)
+    # 66 entries for conv 0's filter (9 + bias + 2 norm + 6 x 9 columns of conv 4), then
+    # 2 x (36 - 9 already gone + bias + 2 norm) + 5 x 2 x 9 columns of the linear layer.
+    assert removed_units(keep, layers) == (3, 216) and int((~keep).sum()) == 216
+    x = torch.randn(8, 1, 12, 12, generator=gen)
+    pruned = model.flat.detach() * keep
+    model.load_(pruned)
+    for mode in ("train", "eval"):
+        getattr(model.module, mode)()
+        with torch.no_grad():
+            out = model.module(x)
+            # The same network without channel 1 of conv 0 and channels 0, 5 of conv 4.
+            small = _without_channels(model.module, [0, 2, 3], [1, 2, 3, 4])
+            torch.testing.assert_close(out, small(x), rtol=1e-5, atol=1e-6)
+        model.load_(pruned)  # train mode moved the running statistics
+
+
+def _without_channels(net, keep0, keep1):
+    """A copy of the test's conv net built with only the kept channels."""
+    import copy
+
+    small = copy.deepcopy(net)
+    conv0, bn0, conv1, bn1, fc = small[0], small[1], small[4], small[5], small[8]
+    k0, k1 = torch.tensor(keep0), torch.tensor(keep1)
+    new = torch.nn.Sequential(
+        torch.nn.Conv2d(1, len(keep0), 3), torch.nn.BatchNorm2d(len(keep0), momentum=0.1),
+        torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Conv2d(len(keep0), len(keep1), 3),
+        torch.nn.BatchNorm2d(len(keep1), momentum=0.1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(len(keep1) * 9, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3),
+    )  # fmt: skip
+    with torch.no_grad():
+        new[0].weight.copy_(conv0.weight[k0])
+        new[0].bias.copy_(conv0.bias[k0])
+        for dst, src, k in ((new[1], bn0, k0), (new[5], bn1, k1)):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(dst, name).copy_(getattr(src, name)[k])
+        new[4].weight.copy_(conv1.weight[k1][:, k0])
+        new[4].bias.copy_(conv1.bias[k1])
+        new[8].weight.copy_(fc.weight.view(5, 6, 9)[:, k1, :].reshape(5, -1))
+        new[8].bias.copy_(fc.bias)
+        new[10].load_state_dict(small[10].state_dict())
+    new.train(net.training)
+    return new
+
+
+def test_residual_and_output_layers_have_no_removable_units():
+    from hpc_fedprune.pruning.units import unit_layers
+
+    model = FlatModel(build_model("resnet18_cifar", (3, 16, 16), 10, seed=0, width=8))
+    names = [u.weight.name for u in unit_layers(model.module, model.layout)]
+    # Only each block's first conv (conv1 -> bn1 -> relu -> conv2); the stem, conv2 and
+    # the shortcuts feed residual sums, and the classifier is the output.
+    assert names == [f"layers.{b}.conv1.weight" for b in range(8)]
+    lenet = FlatModel(build_model("lenet5", (1, 28, 28), 10, seed=0))
+    spans = [(u.weight.name, u.span) for u in unit_layers(lenet.module, lenet.layout)]
+    assert spans == [("features.0.weight", 1), ("features.3.weight", 25),
+                     ("classifier.1.weight", 1), ("classifier.3.weight", 1)]  # fmt: skip
 
 
 # ---------------------------------------------------------------- the algorithm
@@ -267,21 +391,52 @@ def test_server_step_is_the_authors_ema_and_fedavgm_on_request():
     torch.testing.assert_close(avgm.apply_update(fresh, w, u1.double()), u1)
 
 
-def test_refresh_recuts_the_mask_from_the_cohorts_displacement():
-    algo, model = autoflip("algorithm.autoflip.refresh=true", "algorithm.autoflip.tau=0.5")
-    assert not algo.channels_within_mask and "displacement" in algo.channels
+def test_refresh_scores_what_clients_trained_and_keeps_the_pruned_set():
+    """LeNet-5, tau 0.3: clients move their kept weights by about 1e-3 and upload pruned
+    entries as 0. Scored from theta0 those zeros would look like moves of theta0's size
+    and nearly every pruned weight would come back; scored by what the clients trained
+    in the round they stay pruned."""
+    model = FlatModel(build_model("lenet5", (1, 28, 28), 10, seed=0))
+    algo, _ = autoflip("algorithm.autoflip.refresh=true", "algorithm.autoflip.tau=0.3",
+                       model=model)  # fmt: skip
+    assert algo.channels_within_mask and "displacement" in algo.channels
     theta0 = model.flat.detach().clone()
-    algo.initial_mask(weights=theta0)  # other ranks: no scores yet, keeps theta0 as reference
-    mask = torch.ones(model.numel, dtype=torch.bool)
-    current = GlobalModel(theta0.clone(), mask)
-    local = theta0.clone()
-    moved = algo.prunable & (torch.arange(model.numel) % 3 == 0)
-    local[moved] += 1.0
-    _, up = run_client(algo, ctx(), current, 0, local)
-    torch.testing.assert_close(up.channels["displacement"], moved.double())
-    new = server_step(algo, ctx(), sums_of(algo, [up], [0.5]), current).model
-    assert bool(new.mask[moved].all())  # what moved is kept
-    assert int((~new.mask).sum()) == pruned_count(int(algo.prunable.sum()), 0.5)
+    gen = torch.Generator().manual_seed(6)
+    scores = torch.rand(model.numel, generator=gen, dtype=torch.float64)
+    mask = algo.initial_mask(weights=theta0.clone(), exploration=Outcome(scores))
+    pruned = algo.prunable & ~mask
+    assert int(pruned.sum()) == pruned_count(int(algo.prunable.sum()), 0.3)
+    current = GlobalModel(theta0 * mask, mask)
+    updates = []
+    for client in range(2):
+        step = 1e-3 * (0.5 + torch.rand(model.numel, generator=gen))
+        local = (current.weights + step) * mask  # trained under the mask
+        _, up = run_client(algo, ctx(), current, client, local)
+        expected = ((local.double() - current.weights.double()) ** 2) * algo.prunable
+        torch.testing.assert_close(up.channels["displacement"], expected, rtol=0, atol=0)
+        assert bool((up.channels["displacement"][pruned] == 0).all())
+        updates.append(up)
+    new = server_step(algo, ctx(), sums_of(algo, updates, [0.5, 0.5]), current).model
+    still = int((pruned & ~new.mask).sum()) / int(pruned.sum())
+    assert still >= 0.9
+    assert torch.equal(new.mask, mask)  # here exactly: every kept weight moved
+    # Scored from theta0 (the old rule), most pruned weights would have come back.
+    from_theta0 = sum(0.5 * ((u.message.double() - theta0.double()) ** 2) for u in updates)
+    old_rule = algo.cut(from_theta0 * algo.prunable)[0]
+    assert int((pruned & ~old_rule).sum()) / int(pruned.sum()) < 0.5
+
+
+def test_refresh_ties_go_to_the_weights_already_pruned():
+    """A tensor where nothing moved scores 0 everywhere, as the pruned weights do: the
+    already-pruned ones are cut first, whatever their position."""
+    from hpc_fedprune.pruning.exploration import element_mask
+
+    prunable = torch.ones(10, dtype=torch.bool)
+    scores = torch.zeros(10, dtype=torch.float64)
+    old = torch.tensor([True] * 7 + [False] * 3)  # the last three were pruned
+    keep = element_mask(scores, prunable, 0.3, prefer=~old)
+    assert torch.equal(keep, old)
+    assert element_mask(scores, prunable, 0.3).tolist() == [False] * 3 + [True] * 7
 
 
 def test_exploration_cost_is_reported_once():
@@ -308,3 +463,31 @@ def test_bad_settings_are_refused_at_load(key):
 
     with pytest.raises(InputError):
         load_config(None, ["algorithm.name=autoflip", f"algorithm.autoflip.{key}"])
+
+
+def test_structured_reports_the_units_and_parameters_removed():
+    model = FlatModel(build_model("mlp", SHAPE, 4, seed=0, hidden=(16, 8)))
+    algo, _ = autoflip("algorithm.autoflip.structured=true", "algorithm.autoflip.tau=0.25",
+                       model=model)  # fmt: skip
+    assert [u.weight.name for u in algo.units] == ["net.1.weight", "net.3.weight"]
+    scores = torch.rand(model.numel, generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64)  # fmt: skip
+    weights = model.flat.detach().clone()
+    mask = algo.initial_mask(weights=weights, exploration=Outcome(scores))
+    server = algo.new_server(weights=weights, mask=mask)
+    sums = {"delta": torch.zeros(model.numel, dtype=torch.float64)}
+    metrics = server_step(algo, ctx(), sums, GlobalModel(weights * mask, mask), server).metrics
+    assert metrics["units_removed"] == 6.0  # floor(0.25 * 24)
+    gone = torch.ones_like(mask)
+    from hpc_fedprune.pruning.units import removal_mask
+
+    for u in algo.units:  # the units whose rows are empty, and all they take with them
+        removal_mask(u, ~mask[u.weight.slice].view(u.units, -1).any(1), gone)
+    assert metrics["unit_params_removed"] == float((~gone).sum())
+    record = algo.exploration_record(Outcome(scores))
+    assert record["attrs"]["units_removed"] == 6
+    with pytest.raises(Exception, match="structured needs the network"):
+        config = load_config(
+            None, ["algorithm.name=autoflip", "algorithm.autoflip.structured=true"]
+        )
+        make_algorithm(config, algo.prunable, model.trainable_mask(), model.layout)

@@ -134,3 +134,44 @@ def test_snip_never_prunes_norm_layers():
     mask = algo.initial_mask(weights=model.flat, gradient=lambda client, rng: grad)
     assert all(mask[i.slice].all() for i in norms)
     assert np.isclose(1 - float(mask[algo.prunable].float().mean()), 0.9, atol=1e-4)
+
+
+def test_sparse_kaiming_rescales_each_layers_kept_weights_by_its_density():
+    """model.init: sparse_kaiming: He-normal on the fan-in, zero biases, and a random
+    sparse start multiplies layer l's kept weights by 1 / sqrt(d_l)."""
+    from hpc_fedprune.pruning.sparse_init import rescale_kept_
+
+    model = FlatModel(build_model("lenet5", (1, 28, 28), 10, seed=0, init="sparse_kaiming"))
+    for info in model.layout:
+        values = model.flat[info.slice]
+        if info.kind == "bias":
+            assert bool((values == 0).all())
+        if info.name == "classifier.1.weight":  # fc1: 400 inputs, 48000 draws
+            assert float(values.std()) == pytest.approx((2 / 400) ** 0.5, rel=0.02)
+    algo, _ = algorithm(
+        "random_mask", "algorithm.random_mask.sparsity=0.9", "model.init=sparse_kaiming",
+        model=model,
+    )  # fmt: skip
+    before = model.flat.detach().clone()
+    weights = before.clone()
+    mask = algo.initial_mask(weights=weights)
+    for info in model.layout:
+        kept = mask[info.slice]
+        density = int(kept.sum()) / info.numel
+        factor = 1.0 if info.kind not in ("conv_weight", "linear_weight") else density**-0.5
+        expected = before[info.slice][kept] * factor
+        torch.testing.assert_close(weights[info.slice][kept], expected, rtol=1e-6, atol=0)
+    assert torch.equal(weights[~mask], before[~mask])  # the loop's mask zeroes those
+    # Hand example: a 2x2 weight keeping 1 of 4 doubles it; a dense tensor is left alone.
+    from hpc_fedprune.models.flat import TensorInfo
+
+    layout = (TensorInfo("a", (2, 2), 0, 4, "linear_weight", 0, True),
+              TensorInfo("b", (2,), 4, 2, "linear_weight", 1, True))  # fmt: skip
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    rescale_kept_(w, torch.tensor([False, True, False, False, True, True]), layout)
+    assert w.tolist() == [1.0, 4.0, 3.0, 4.0, 5.0, 6.0]
+    # Without sparse_kaiming nothing is rescaled.
+    plain, _ = algorithm("random_mask", "algorithm.random_mask.sparsity=0.9", model=model)
+    again = before.clone()
+    plain.initial_mask(weights=again)
+    assert torch.equal(again, before)

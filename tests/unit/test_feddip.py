@@ -15,7 +15,7 @@ from hpc_fedprune.pruning import erk_counts, kept_count, pruned_count
 from hpc_fedprune.pruning.penalty import layer_slices, norm_penalty, norm_penalty_grad_
 from hpc_fedprune.pruning.prunable import prunable_mask, tensors_in
 from hpc_fedprune.training.local import LocalTrainer
-from tests.unit.algo_driver import server_step
+from tests.unit.algo_driver import run_client, server_step, sums_of
 
 SHAPE = (1, 12, 12)
 
@@ -184,3 +184,132 @@ def test_penalty_gradient_matches_autograd_and_handles_a_zero_layer():
     expected = torch.zeros_like(params)
     norm_penalty_grad_(expected, params, slices, algo.coefficient(3))
     assert plan.penalty.lam == algo.coefficient(3) > 0 and torch.equal(hooked, expected)
+
+
+# ---------------------------------------------------------------- one local step, by hand
+def test_one_local_step_with_penalty_and_weight_decay_under_the_forward_mask():
+    """w - lr (grad L(w*M) + lambda (w*M)_l / ||(w*M)_l|| + wd w), every term by hand."""
+    lr, wd = 0.1, 0.01
+    model = small_net(seed=2)
+    algo, _ = feddip("federation.rounds=20", "algorithm.feddip.lambda_max=0.5", model=model)
+    lam = algo.coefficient(3)
+    assert lam > 0
+    config = load_config(
+        None, ["training.local_steps=1", "training.batch_size=8", f"training.weight_decay={wd}"]
+    )
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(8, *SHAPE, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+    start = model.flat.detach().clone()
+    prunable = algo.prunable
+    mask = ~(prunable & (torch.rand(model.numel, generator=gen) < 0.5))
+    plan = algo.plan_client(ctx=ctx(3, 20), model=GlobalModel(start, mask), client=0)
+    assert torch.equal(plan.forward_mask, mask) and plan.train_mask is None
+    # Reference: autograd of the data loss at w * M, the penalty written out per tensor.
+    ref = small_net(seed=2)
+    ref.load_(start * mask)
+    torch.nn.functional.cross_entropy(ref.module(x), y).backward()
+    n = ref.num_params
+    grad = ref.grad[:n].clone()
+    masked = (start * mask)[:n]
+    for info in model.layout:
+        if bool(prunable[info.slice].any()):
+            w = masked[info.slice]
+            grad[info.slice] += lam * w / torch.linalg.vector_norm(w)
+    expected = start[:n] - lr * (grad + wd * start[:n])
+    trainer = LocalTrainer(model, config, "classification", x, y)
+    trainer.train(client=0, round_index=3, indices=np.arange(8), start=start, plan=plan, lr=lr)
+    torch.testing.assert_close(model.flat[:n], expected, rtol=0, atol=1e-6)
+    # The masked coordinates moved too (error feedback), by -lr (grad + wd w) there.
+    assert bool((model.flat[:n][~mask[:n]] != start[:n][~mask[:n]]).any())
+
+
+def test_ablations_reg_only_and_feddp():
+    reg, model = feddip("federation.rounds=20", "algorithm.feddip.mode=reg_only")
+    weights = model.flat.detach().clone()
+    plan = reg.plan_client(ctx=ctx(3, 20), model=GlobalModel(weights, None), client=0)
+    assert plan.forward_mask is None and plan.train_mask is None  # no pruning at all
+    assert plan.penalty.lam == reg.coefficient(3) > 0
+    # the penalty acts on the dense weights: lambda w_l / ||w_l||
+    grad = torch.zeros(model.num_params)
+    plan.penalty.add_grad_(weights[: model.num_params], grad, weights)
+    first = model.layout[0]
+    w = weights[first.slice]
+    torch.testing.assert_close(grad[first.slice], reg.coefficient(3) * w / w.norm())
+    delta = torch.randn(model.numel, dtype=torch.float64) * 0.1
+    out = server_step(reg, ctx(1, 20), {"delta": delta}, GlobalModel(weights, None)).model
+    assert out.mask is None  # round 1 is a re-pruning round, but reg_only never prunes
+    torch.testing.assert_close(out.weights, (weights.double() + delta).float())
+    dp, _ = feddip("federation.rounds=20", "algorithm.feddip.mode=feddp", model=model)
+    mask = dp.prunable.clone().logical_not_() | (torch.arange(model.numel) % 3 == 0)
+    plan = dp.plan_client(ctx=ctx(3, 20), model=GlobalModel(weights, mask), client=0)
+    assert plan.penalty is None and torch.equal(plan.forward_mask, mask)
+
+
+# ---------------------------------------------------------------- round 1: holder average
+def test_round_one_averages_each_weight_over_its_holders():
+    algo, model = feddip("algorithm.feddip.s_0=0.6", "federation.rounds=10")
+    c1 = RoundContext(round=1, rounds=10, seed=7, lr=0.1, cohort_samples=6, cohort_size=3)
+    start = model.flat.detach().clone()
+    glob = GlobalModel(start, None)
+    gen = torch.Generator().manual_seed(5)
+    updates, masks, locals_ = [], [], []
+    for client in range(3):
+        local = start + 0.1 * torch.randn(model.numel, generator=gen)
+        plan, update = run_client(algo, c1, glob, client, local)
+        masks.append(plan.forward_mask.numpy())
+        locals_.append(local.numpy().astype(np.float64))  # masked in place: w * M_c
+        updates.append(update)
+    assert set(algo.round_channels(c1)) == {"kept_weight", "kept_share"}
+    p = np.array([1.0, 2.0, 3.0]) / 6
+    sums = sums_of(algo, updates, p.tolist(), c1)
+    out = server_step(algo, c1, sums, glob).model
+    # Independent reference in numpy: the holder average, the untouched start elsewhere.
+    share = sum(pc * m for pc, m in zip(p, masks))
+    total = sum(pc * w for pc, w in zip(p, locals_))
+    held = share > 0
+    merged = start.numpy().astype(np.float64)
+    merged[held] = total[held] / share[held]
+    prunable = algo.prunable.numpy()
+    n = int(prunable.sum())
+    order = np.argsort(np.abs(merged[prunable]), kind="stable")
+    keep = np.ones(model.numel, dtype=bool)
+    keep[np.flatnonzero(prunable)[order[: pruned_count(n, 0.6)]]] = False
+    assert out.mask.numpy().tolist() == keep.tolist()
+    np.testing.assert_allclose(out.weights.numpy(), merged * keep, rtol=0, atol=1e-6)
+    # Zero-filled averaging (the old rule) would have cut differently.
+    zero_filled = total.copy()
+    order0 = np.argsort(np.abs(zero_filled[prunable]), kind="stable")
+    keep0 = np.ones(model.numel, dtype=bool)
+    keep0[np.flatnonzero(prunable)[order0[: pruned_count(n, 0.6)]]] = False
+    assert (keep0 != keep).sum() > 0.1 * n
+    # Later rounds: the mean update only.
+    assert set(algo.round_channels(ctx(2, 10))) == {"delta"}
+
+
+def test_dense_uploads_keep_the_plain_average_in_round_one():
+    algo, _ = feddip("algorithm.feddip.upload=dense")
+    assert set(algo.round_channels(ctx(1))) == {"delta"}
+
+
+def test_server_momentum_is_cleared_at_pruned_positions():
+    algo, model = feddip(
+        "federation.rounds=10",
+        "federation.server_momentum=0.9",
+        "algorithm.feddip.reconfig_interval=1",
+        "algorithm.feddip.upload=dense",
+        "algorithm.feddip.regrowth=free",
+    )
+    weights = model.flat.detach().clone()
+    server = algo.new_server(weights=weights, mask=None)
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(model.numel, generator=gen, dtype=torch.float64) * 0.1
+    out = algo.server_step(ctx=ctx(1, 10), sums={"delta": delta},
+                           model=GlobalModel(weights, None), server=server).model  # fmt: skip
+    pruned = ~out.mask
+    assert bool(pruned.any())
+    assert bool((server.momentum[pruned] == 0).all())
+    torch.testing.assert_close(server.momentum[out.mask], delta[out.mask])
+    # Dense uploads keep moving pruned weights; their momentum stays zero.
+    out2 = algo.server_step(ctx=ctx(2, 10), sums={"delta": delta}, model=out,
+                            server=server).model  # fmt: skip
+    assert bool((server.momentum[~out2.mask] == 0).all())

@@ -20,7 +20,7 @@ from hpc_fedprune.pruning.dst import drop_and_regrow, erk_reprune
 from hpc_fedprune.pruning.importance import importance_mask, layer_time_vector
 from hpc_fedprune.pruning.prunable import prunable_mask
 from hpc_fedprune.pruning.schedules import Cubic
-from tests.unit.algo_driver import run_client, server_step, sums_of
+from tests.unit.algo_driver import finish, readjust, run_client, server_step, sums_of
 
 
 def lenet():
@@ -188,8 +188,11 @@ def test_feddst_keeps_erk_densities_and_averages_over_holders():
         for client, samples in enumerate((5, 10, 15)):
             local = (weights + 0.01 * torch.randn(weights.shape, generator=gen)) * mask
             grad = torch.randn(weights.shape, generator=gen)
-            plan, update = run_client(algo, c, glob, client, local, gradient=grad)
-            assert plan.needs_gradient
+            plan = algo.plan_client(ctx=c, model=glob, client=client)
+            assert plan.readjust is not None and not plan.groupable
+            plan = readjust(plan, local, grad)
+            local += 0.01 * torch.randn(weights.shape, generator=gen) * plan.train_mask
+            update = finish(algo, c, glob, client, plan, local)
             own = update.client_mask
             assert per_tensor_kept(own, algo, model) == counts  # clients keep ERK counts
             assert bool((own & ~mask).any())  # the mask moved
@@ -238,7 +241,7 @@ def test_feddst_uploads_values_over_the_global_mask_outside_readjustments():
     weights = model.flat.detach().clone() * mask
     glob = GlobalModel(weights, mask)
     plan, up = run_client(algo, ctx(3), glob, 0, weights.clone())
-    assert not plan.needs_gradient and up.client_mask is None
+    assert plan.readjust is None and plan.groupable and up.client_mask is None
     assert isinstance(up, ClientUpdate) and up.side == () and up.shared_support
     info = upload_info(up, "float32")
     assert info.method == "values" and info.count == int(mask.sum())
@@ -274,3 +277,125 @@ def test_client_gradient_uses_a_keyed_batch_and_leaves_the_local_model_alone():
     train(2, 1, a, None)
     train(2, 2, b, None)
     assert not torch.equal(a, before) and not torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ FedDST: regrown weights train
+
+
+def one_tensor():
+    """A 4x5 linear weight, all prunable: 20 entries."""
+    return (TensorInfo("a", (4, 5), 0, 20, "linear_weight", 0, True),), torch.ones(
+        20, dtype=torch.bool
+    )
+
+
+@pytest.mark.parametrize("strong_low", [True, False])
+def test_survivors_are_the_regrown_weights_with_the_largest_trained_magnitude(strong_low):
+    """Two clients regrow disjoint sets, one with large gradients, one with small; the
+    regrown weights train through the last epoch (one SGD step here), so the server keeps
+    the strongly grown ones, wherever they sit in the tensor."""
+    from hpc_fedprune.algorithms.feddst import FedDST
+
+    layout, prunable = one_tensor()
+    config = load_config(None, ["algorithm.name=feddst", "algorithm.feddst.sparsity=0.5",
+                                "algorithm.feddst.alpha=0.25", "algorithm.feddst.decay_end=1000",
+                                "algorithm.feddst.readjust_interval=1"])  # fmt: skip
+    algo = FedDST(config, prunable, prunable, layout)
+    assert algo.counts == {"a": 10}
+    mask = torch.zeros(20, dtype=torch.bool)
+    mask[5:15] = True  # 0-4 and 15-19 inactive
+    weights = torch.zeros(20)
+    weights[5:15] = torch.tensor([0.01, 0.02, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7])
+    glob = GlobalModel(weights.clone(), mask)
+    c = ctx(1, rounds=1000, samples=2, size=2)
+    low, high = [0, 1], [18, 19]
+    strong, weak = (low, high) if strong_low else (high, low)
+    lr, updates = 0.1, []
+    for client, (where, g) in enumerate(((strong, 5.0), (weak, 0.5))):
+        grad = torch.zeros(20)
+        grad[where] = torch.tensor([g, -g])
+        plan = algo.plan_client(ctx=c, model=glob, client=client)
+        local = weights.clone()
+        plan = readjust(plan, local, grad)  # drops 5, 6 (smallest), regrows `where` at 0
+        assert plan.train_mask.nonzero().squeeze(1).tolist() == sorted([*where, *range(7, 15)])
+        local -= lr * grad * plan.train_mask  # the last epoch trains the regrown weights
+        updates.append(finish(algo, c, glob, client, plan, local))
+    out = server_step(algo, c, sums_of(algo, updates, [0.5, 0.5]), glob).model
+    kept = out.mask.nonzero().squeeze(1).tolist()
+    assert kept == sorted([*strong, *range(7, 15)])  # never an index order
+    torch.testing.assert_close(out.weights[strong], -lr * torch.tensor([5.0, -5.0]))
+
+
+def test_readjustment_runs_before_the_last_epoch_and_regrown_weights_train():
+    from hpc_fedprune.algorithms import ClientPlan
+    from hpc_fedprune.models import FlatModel, build_model
+    from hpc_fedprune.rng import Stream, numpy_rng
+    from hpc_fedprune.training.gradients import GRADIENT_KEY
+    from hpc_fedprune.training.local import LocalTrainer
+
+    model = FlatModel(build_model("mlp", (1, 6, 6), 3, seed=0, hidden=(8,)))
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 1, 6, 6, generator=gen), torch.randint(0, 3, (40,), generator=gen)
+    indices = np.arange(40)
+    first = model.layout[0]
+    mask = torch.ones(model.numel, dtype=torch.bool)
+    mask[first.offset : first.offset + 20] = False  # 20 pruned weights of the first layer
+    start = model.flat.detach().clone() * mask
+    seen = []
+
+    def rule(weights, gradient, current):
+        seen.append((weights.clone(), gradient.clone(), current.clone()))
+        new = current.clone()
+        new[first.offset : first.offset + 10] = True  # regrow 10
+        new[first.offset + 30 : first.offset + 35] = False  # drop 5
+        return new
+
+    for overrides, before_steps in (
+        (["training.local_epochs=2"], 4),
+        (["training.local_steps=7"], 3),
+    ):
+        seen.clear()
+        config = load_config(None, ["training.batch_size=10", *overrides])
+        trainer = LocalTrainer(model, config, "classification", x, y)
+        plan = ClientPlan(train_mask=mask, readjust=rule, groupable=False)
+        result = trainer.train(client=3, round_index=2, indices=indices, start=start, plan=plan,
+                               lr=0.1)  # fmt: skip
+        trained = model.flat.detach().clone()
+        assert len(seen) == 1
+        weights, grad, current = seen[0]
+        assert torch.equal(current, mask)
+        # The weights after exactly `before_steps` steps under the old mask (4 = the
+        # first of 2 epochs of 4 batches; 7 steps: before the last epoch's 4 steps).
+        steps_only = load_config(None, ["training.batch_size=10",
+                                        f"training.local_steps={before_steps}"])  # fmt: skip
+        alone = LocalTrainer(model, steps_only, "classification", x, y)
+        alone.train(client=3, round_index=2, indices=indices, start=start,
+                    plan=ClientPlan(train_mask=mask), lr=0.1)  # fmt: skip
+        torch.testing.assert_close(weights, model.flat.detach(), rtol=0, atol=0)
+        rng = numpy_rng(0, Stream.CLIENT, 2, 3, GRADIENT_KEY)
+        assert torch.equal(grad, alone.first_batch_gradient(weights, indices, rng))
+        new = rule(weights, grad, current)
+        assert torch.equal(result.train_mask, new)
+        assert bool((trained[~new] == 0).all())
+        regrown = first.offset + torch.arange(10)
+        assert bool((trained[regrown] != 0).all())  # they trained before the upload
+
+
+def test_equal_magnitudes_are_broken_by_a_keyed_draw_not_by_position():
+    from hpc_fedprune.rng import Stream, numpy_rng
+
+    layout = (TensorInfo("a", (10, 10), 0, 100, "linear_weight", 0, True),)
+    prunable = torch.ones(100, dtype=torch.bool)
+    values = torch.ones(100, dtype=torch.float64)  # every weight ties
+    eligible = torch.ones(100, dtype=torch.bool)
+
+    def keep(rnd):
+        rng = numpy_rng(0, Stream.TIES, rnd, 0)
+        mask = erk_reprune(values, eligible, layout, prunable, {"a": 10}, rng)
+        return mask.nonzero().squeeze(1).tolist()
+
+    first, again, other = keep(3), keep(3), keep(4)
+    assert len(first) == 10 and first == again  # keyed: the same on every rank and rerun
+    assert first != other
+    assert first not in (list(range(10)), list(range(90, 100)))
+    assert max(first) - min(first) > 20  # spread over the tensor, not a block

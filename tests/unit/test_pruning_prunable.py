@@ -94,3 +94,81 @@ def test_feddip_resnet_rule_on_real_model():
     assert sum(1 for i in chosen if i.kind == "conv_weight") == 17  # stem + 16 in blocks
     mask = prunable_mask(fm.layout, "all_trainable")
     assert int(mask.sum()) == fm.num_params
+
+
+def test_first_and_last_separately():
+    assert _names(preset="conv_linear_weights", exclude_first=True) == ["fc1.weight", "fc2.weight"]
+    assert _names(preset="all_trainable", exclude_last=True) == [
+        "conv.weight",
+        "conv.bias",
+        "bn.weight",
+        "bn.bias",
+        "fc1.weight",
+        "fc1.bias",
+    ]
+
+
+def _resnet_setup(*overrides: str):
+    from hpc_fedprune.config import load_config
+    from hpc_fedprune.sim.setup import build_setup
+
+    config = load_config(
+        None,
+        [
+            "model.name=resnet18_cifar",
+            "model.resnet18_cifar.width=8",
+            "data.shape=[3, 16, 16]",
+            "data.num_train=40",
+            "data.num_test=10",
+            "partition.num_clients=2",
+            "federation.clients_per_round=2",
+            "partition.min_size=1",
+            *overrides,
+        ],
+    )
+    return build_setup(config, 1, "cpu")
+
+
+def test_feddip_resnet18_set_from_the_config():
+    """FedDIP's ResNet-18 rule (keys with 'conv' and 'weight', plus linear.weight) through
+    `algorithm.feddip.exclude_names`, checked against the rule applied to the names."""
+    setup = _resnet_setup("algorithm.name=feddip", "algorithm.feddip.exclude_names=[shortcut]")
+    layout, prunable = setup.model.layout, setup.algorithm.prunable
+    expected = torch.zeros_like(prunable)
+    for info in layout:
+        if ("conv" in info.name and info.name.endswith("weight")) or info.name == "linear.weight":
+            expected[info.slice] = True
+    assert torch.equal(prunable, expected)
+    assert not any(bool(prunable[i.slice].any()) for i in layout if "shortcut" in i.name)
+
+
+def test_exclusions_from_the_config_for_every_method():
+    setup = _resnet_setup(
+        "algorithm.name=fedsparsify", "algorithm.fedsparsify.exclude=[norm, bias]"
+    )
+    kinds = {i.kind for i in setup.model.layout if bool(setup.algorithm.prunable[i.slice].any())}
+    assert kinds == {"conv_weight", "linear_weight"}
+    setup = _resnet_setup(
+        "algorithm.name=random_mask", "algorithm.random_mask.exclude=[first, last]"
+    )
+    named = [i.name for i in setup.model.layout if bool(setup.algorithm.prunable[i.slice].any())]
+    assert "conv1.weight" not in named and "linear.weight" not in named
+    assert "layers.0.conv1.weight" in named
+
+
+def test_bad_exclusions_name_the_key():
+    from hpc_fedprune.config import load_config
+    from hpc_fedprune.config.schema import EXCLUSIONS as SCHEMA_EXCLUSIONS
+    from hpc_fedprune.pruning.prunable import EXCLUSIONS
+
+    assert SCHEMA_EXCLUSIONS == EXCLUSIONS
+    with pytest.raises(InputError, match=r"algorithm\.feddip\.exclude: 'biases' is not one of"):
+        load_config(None, ["algorithm.feddip.exclude=[biases]"])
+    with pytest.raises(InputError, match=r"algorithm\.feddst\.exclude_names: 'shortcuts' matches"):
+        _resnet_setup("algorithm.name=feddst", "algorithm.feddst.exclude_names=[shortcuts]")
+    with pytest.raises(InputError, match="algorithm.oneshot: the exclusions leave nothing"):
+        _resnet_setup(
+            "algorithm.name=oneshot",
+            "algorithm.oneshot.prunable=conv_linear_weights",
+            "algorithm.oneshot.exclude_names=[weight]",
+        )

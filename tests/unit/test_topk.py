@@ -131,3 +131,54 @@ def test_options_are_checked():
         make("algorithm.topk.momentum=0.9", "algorithm.topk.error_feedback=false")
     with pytest.raises(InputError, match="density"):
         load_config(None, ["algorithm.name=topk", "algorithm.topk.density=0"])
+
+
+def test_buffers_are_never_selected_and_travel_as_fedavg_averages_them():
+    """A BatchNorm model: k counts trainable entries only, the running statistics'
+    change is sent whole beside the selection, never enters the residual, and the server
+    averages it like FedAvg."""
+    from hpc_fedprune.exchange.accounting import upload_info
+    from hpc_fedprune.models import FlatModel
+    from tests.unit.algo_driver import server_step, sums_of
+
+    torch.manual_seed(0)  # construction only; the values below are set explicitly
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4, momentum=0.1), torch.nn.ReLU(),
+        torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3),
+    )  # fmt: skip
+    model = FlatModel(net)
+    trainable = model.trainable_mask()
+    buffers = ~trainable
+    assert int(buffers.sum()) == 8  # running mean and variance of 4 channels
+    config = load_config(None, ["algorithm.name=topk", "algorithm.topk.density=0.05"])
+    algo = make_algorithm(config, trainable.clone(), trainable, model.layout)
+    n_train = int(trainable.sum())
+    k = keep_count(n_train, 0.05)
+    gen = torch.Generator().manual_seed(1)
+    weights = torch.randn(model.numel, generator=gen)
+    glob = GlobalModel(weights, None)
+    c = RoundContext(round=1, rounds=3, seed=0, lr=0.1, cohort_samples=4, cohort_size=2)
+    updates, steps = [], []
+    for client in range(2):
+        step = torch.randn(model.numel, generator=gen) * 0.01
+        step[buffers] = 100.0 + client  # far larger than any parameter's change
+        steps.append(step)
+        _, update = run_client(algo, c, glob, client, weights + step)
+        support = update.support
+        assert int(support.sum()) == k and not bool(support[buffers].any())
+        assert bool((update.message[buffers] == 0).all())
+        moved = ((weights + step) - weights)[buffers]
+        assert torch.equal(update.side[0], moved)
+        assert torch.equal(update.channels["delta"][buffers], moved.double())
+        residual = torch.from_numpy(update.state["residual"])
+        assert bool((residual[buffers] == 0).all())
+        owed = (weights + step - weights)[trainable]
+        assert torch.equal(residual[trainable] + update.message[trainable], owed)
+        info = upload_info(update, "float32")
+        assert info.total_bytes >= 4 * (k + 8)  # the selection and the 8 statistics
+        updates.append(update)
+    out = server_step(algo, c, sums_of(algo, updates, [0.25, 0.75]), glob).model
+    expected = weights[buffers].double() + sum(
+        p * ((weights + s) - weights)[buffers].double() for p, s in zip([0.25, 0.75], steps)
+    )
+    torch.testing.assert_close(out.weights[buffers], expected.float(), rtol=1e-7, atol=0)
