@@ -24,6 +24,7 @@ class Stream(enum.IntEnum):
     MASK = 6  # random and ERK masks
     EXPLORE = 7  # exploration phases, auxiliary draws of algorithms
     PRIVACY = 8  # member / non-member sets, shadow models
+    AUGMENT = 9  # crops and flips of training batches
 
 
 def numpy_rng(seed: int, stream: Stream, *keys: int) -> np.random.Generator:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .scores import COST, SCORES, format_score
 from .summary import Summary
 from .tables import write_csv
 from .units import format_bytes, format_percent
@@ -50,6 +51,16 @@ def pareto_front(
     return on
 
 
+NAN = float("nan")
+# Secondary scores shown in the text table (the CSV has them all).
+_TABLE_SCORES = ("test_top5_accuracy", "test_f1_macro", "test_rmse", "test_r2")
+
+
+def _flops_ratio(s: Summary) -> str:
+    dense, eff = s.cost.get("flops_dense", NAN), s.cost.get("flops_effective", NAN)
+    return f"{eff / dense:.3g} x" if dense > 0 and math.isfinite(eff) else "n/a"
+
+
 COMPARE_HEADER = (
     "run",
     "method",
@@ -62,6 +73,8 @@ COMPARE_HEADER = (
     "bytes_up",
     "bytes_down",
     "ratio_to_dense",
+    *(f"final_{k.removeprefix('test_')}" for k in SCORES),
+    *COST,
     "rounds_done",
     "status",
     "pareto",
@@ -84,6 +97,8 @@ def write_compare_csv(path: Path, summaries: Sequence[Summary], front: Sequence[
             s.bytes_up,
             s.bytes_down,
             s.ratio_total,
+            *(s.scores.get(k, NAN) for k in SCORES),
+            *(s.cost.get(k, NAN) for k in COST),
             s.rounds_done,
             s.status,
             bool(on),
@@ -95,8 +110,13 @@ def write_compare_csv(path: Path, summaries: Sequence[Summary], front: Sequence[
 
 
 def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) -> str:
-    """The comparison as an aligned text table; ``*`` marks runs on the Pareto frontier."""
+    """The comparison as an aligned text table; ``*`` marks runs on the Pareto frontier.
+
+    Besides the headline metric: the secondary scores any of the runs has (top-5 and
+    macro F1, or RMSE and R^2) and the effective FLOPs per sample as a fraction of dense.
+    """
     q = summaries[0].quality
+    shown = [k for k in _TABLE_SCORES if any(k in s.scores for s in summaries)]
     header = (
         "",
         "run",
@@ -104,7 +124,9 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
         "dataset",
         f"final {q.label}",
         f"best {q.label}",
+        *(SCORES[k] for k in shown),
         "sparsity",
+        "FLOPs vs dense",
         "bytes up",
         "bytes down",
         "vs dense",
@@ -119,7 +141,9 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
             s.dataset,
             s.quality.fmt(s.final),
             s.quality.fmt(s.best),
+            *(format_score(k, s.scores.get(k, NAN)) for k in shown),
             format_percent(s.final_sparsity),
+            _flops_ratio(s),
             format_bytes(s.bytes_up),
             format_bytes(s.bytes_down),
             f"{s.ratio_total:.3g} x" if math.isfinite(s.ratio_total) else "n/a",
@@ -129,8 +153,8 @@ def render_compare_table(summaries: Sequence[Summary], front: Sequence[bool]) ->
         for s, on in zip(summaries, front, strict=True)
     ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    # Text columns left-aligned, numbers right-aligned.
-    left = {0, 1, 2, 3, 11}
+    # Text columns left-aligned, numbers right-aligned (the status is last).
+    left = {0, 1, 2, 3, len(header) - 1}
 
     def line(r: Sequence[str]) -> str:
         cells = [

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .masks import OVERALL, ClientAgreement, MaskHistory
 from .runfile import Run
+from .scores import cost_line, last_cost, scores_at, scores_line
 from .units import format_bytes, format_duration, format_percent
 
 NAN = float("nan")
@@ -97,6 +98,12 @@ class Summary:
         Program version that wrote the file, and when the run started.
     format_version : int
         Run-file layout version.
+    scores : dict of str to float
+        The secondary scores (``test_top5_accuracy``, ``test_f1_macro``, ...,
+        ``test_rmse``, ``test_r2``) in the round of `final`.
+    cost : dict of str to float
+        ``params_dense``, ``params_effective``, ``flops_dense``, ``flops_effective`` after
+        the last round (empty for run files without them).
     """
 
     path: str
@@ -126,6 +133,8 @@ class Summary:
     version: str
     created: str
     format_version: int
+    scores: dict[str, float] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
 
     @property
     def bytes_total(self) -> float:
@@ -240,7 +249,17 @@ def summarize(run: Run) -> Summary:
         version=str(a.get("hpc_fedprune_version", "unknown")),
         created=str(a.get("created", "unknown")),
         format_version=run.format_version,
+        scores=scores_at(m, _row_of(rounds, final_round)),
+        cost=last_cost(m),
     )
+
+
+def _row_of(rounds: np.ndarray, rnd: int | None) -> int | None:
+    """Index of round ``rnd`` in ``rounds`` (None when absent)."""
+    if rnd is None:
+        return None
+    hits = np.flatnonzero(np.asarray(rounds) == rnd)
+    return int(hits[-1]) if hits.size else None
 
 
 def _int_or_none(v: object) -> int | None:
@@ -289,6 +308,8 @@ def render_summary(
                 f"final {q.fmt(s.final)} (round {s.final_round}){better}",
             )
         )
+    if s.scores and s.final_round is not None:
+        lines.append(("scores", scores_line(s.scores, s.final_round)))
     if math.isfinite(s.final_sparsity):
         lines.append(
             (
@@ -297,6 +318,8 @@ def render_summary(
                 f"(density {format_percent(1 - s.final_sparsity)})",
             )
         )
+    if len(s.cost) == 4:
+        lines.append(("model cost", cost_line(s.cost)))
     dense = f"dense {format_bytes(s.bytes_dense)}"
     lines.append(("bytes up", f"{format_bytes(s.bytes_up)} = {_x(s.ratio_up)} {dense}"))
     lines.append(("bytes down", f"{format_bytes(s.bytes_down)} = {_x(s.ratio_down)} {dense}"))
