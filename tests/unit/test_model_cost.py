@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from hpc_fedprune.models import MODEL_NAMES, FlatModel, build_model
 from hpc_fedprune.models.cost import model_cost
+from tests.helpers import REPO, child_env
 
 
 def cost_of(name, shape, outputs=10, **options):
@@ -175,3 +180,18 @@ def test_result_is_recomputed_when_the_mask_changes_in_place():
     assert cost.effective(mask)[0].sum() == 19
     rows = cost.layer_rows(mask)
     assert rows["params_effective"].dtype == np.int64 and rows["params_effective"].sum() == 19
+
+
+@pytest.mark.timeout(120)
+def test_benchmark_quick_prints_json_lines():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "model_cost.py"), "--quick"],
+        capture_output=True, text=True, timeout=110, env=child_env(), cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert {(r["model"], r["density"]) for r in rows} == {
+        (m, d) for m in ("mlp", "lenet5") for d in (1.0, 0.5, 0.1, 0.01)
+    }
+    dense = [r for r in rows if r["density"] == 1.0]
+    assert all(r["flops_effective"] == r["flops_dense"] for r in dense)
