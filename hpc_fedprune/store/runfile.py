@@ -108,9 +108,10 @@ class RunFile:
             for name, value in metrics.items():
                 dtype = np.int64 if name in ("round", "clients") else np.float64
                 _append(_resizable(group, name, dtype), np.array([value], dtype=dtype))
-            for name, row in (layers or {}).items():
-                group = f.require_group("metrics_layers")
-                _append(_resizable(group, name, np.int64, row_shape=row.shape), row[None])
+            if layers:
+                per_layer = f.require_group("metrics_layers")
+                for name, row in layers.items():
+                    _append(_resizable(per_layer, name, np.int64, row_shape=row.shape), row[None])
             maybe_fail("history", 0, int(metrics["round"]))
             if mask_record is not None:
                 rnd, masks = mask_record
