@@ -64,10 +64,29 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = ("bench", "kind", "malloc", "ranks", "repeat", "clients", "cohort", "samples_per_client",
-        "batch_size", "rounds", "timed_rounds", "round_s_median", "updates_per_s",
-        "updates_per_s_per_rank", "ratio_vs_bare", "cpu_round_s_median", "updates_per_cpu_s",
-        "cpu_ratio_vs_bare", "faults_per_update", "group_size", "peak_rss_mb")
+KEYS = (
+    "bench",
+    "kind",
+    "malloc",
+    "ranks",
+    "repeat",
+    "clients",
+    "cohort",
+    "samples_per_client",
+    "batch_size",
+    "rounds",
+    "timed_rounds",
+    "round_s_median",
+    "updates_per_s",
+    "updates_per_s_per_rank",
+    "ratio_vs_bare",
+    "cpu_round_s_median",
+    "updates_per_cpu_s",
+    "cpu_ratio_vs_bare",
+    "faults_per_update",
+    "group_size",
+    "peak_rss_mb",
+)
 
 
 # ------------------------------------------------------------------ the bare loop (torch only)
@@ -87,9 +106,16 @@ def bare_worker(args) -> None:
     parts = torch.randperm(n_train, generator=gen).view(args.clients, args.samples)
 
     model = nn.Sequential(
-        nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(64 * 6 * 6, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Conv2d(3, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 6 * 6, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
     )
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=args.lr)
@@ -125,8 +151,10 @@ def bare_worker(args) -> None:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    print(json.dumps({"round_s": round_s, "cpu_s": cpu_s, "faults": faults, "peak_rss_mb": peak}),
-          flush=True)
+    print(
+        json.dumps({"round_s": round_s, "cpu_s": cpu_s, "faults": faults, "peak_rss_mb": peak}),
+        flush=True,
+    )
 
 
 def minor_faults() -> int:
@@ -197,10 +225,23 @@ def child_env(malloc: str = "default") -> dict[str, str]:
 
 
 def run_bare(args, malloc: str) -> tuple[list[float], list[float], list[int]]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-worker",
-           "--rounds", str(args.rounds), "--clients", str(args.clients),
-           "--cohort", str(args.cohort), "--samples", str(args.samples),
-           "--batch", str(args.batch), "--lr", str(args.lr)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--bare-worker",
+        "--rounds",
+        str(args.rounds),
+        "--clients",
+        str(args.clients),
+        "--cohort",
+        str(args.cohort),
+        "--samples",
+        str(args.samples),
+        "--batch",
+        str(args.batch),
+        "--lr",
+        str(args.lr),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(malloc), cwd=REPO)
     if proc.returncode != 0:
         raise SystemExit(f"bare loop failed:\n{proc.stdout}\n{proc.stderr}")
@@ -211,15 +252,28 @@ def run_bare(args, malloc: str) -> tuple[list[float], list[float], list[int]]:
 def simulator_overrides(args, group_size: int = 1) -> list[str]:
     return [
         f"training.group_size={group_size}",
-        "data.name=synthetic", "data.shape=[3,32,32]", "data.num_classes=10",
-        f"data.num_train={args.clients * args.samples}", f"data.num_test={args.num_test}",
-        "partition.scheme=iid", f"partition.num_clients={args.clients}",
-        "model.name=small_cnn", "algorithm.name=fedavg",
-        f"federation.clients_per_round={args.cohort}", f"federation.rounds={args.rounds}",
-        f"federation.eval_every={args.rounds + 1000}", "federation.server_momentum=0",
-        "training.optimizer=sgd", f"training.lr={args.lr}", "training.momentum=0",
-        "training.local_epochs=1", "training.local_steps=0", f"training.batch_size={args.batch}",
-        "runtime.device=cpu", "runtime.threads=1", "output.progress=false",
+        "data.name=synthetic",
+        "data.shape=[3,32,32]",
+        "data.num_classes=10",
+        f"data.num_train={args.clients * args.samples}",
+        f"data.num_test={args.num_test}",
+        "partition.scheme=iid",
+        f"partition.num_clients={args.clients}",
+        "model.name=small_cnn",
+        "algorithm.name=fedavg",
+        f"federation.clients_per_round={args.cohort}",
+        f"federation.rounds={args.rounds}",
+        f"federation.eval_every={args.rounds + 1000}",
+        "federation.server_momentum=0",
+        "training.optimizer=sgd",
+        f"training.lr={args.lr}",
+        "training.momentum=0",
+        "training.local_epochs=1",
+        "training.local_steps=0",
+        f"training.batch_size={args.batch}",
+        "runtime.device=cpu",
+        "runtime.threads=1",
+        "output.progress=false",
         "output.checkpoint_every=0",
     ]
 
@@ -232,16 +286,27 @@ def run_simulator(args, ranks: int, out: Path, malloc: str, group_size: int = 1)
     whose start is not observed, and rounds whose boundary was missed get None.
     """
     mpiexec = Path(sys.executable).with_name("mpiexec")
-    cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "hpc_fedprune", "run",
-           "--out", str(out), *simulator_overrides(args, group_size)]
+    cmd = [
+        str(mpiexec),
+        "-n",
+        str(ranks),
+        sys.executable,
+        "-m",
+        "hpc_fedprune",
+        "run",
+        "--out",
+        str(out),
+        *simulator_overrides(args, group_size),
+    ]
     log = out.with_name(out.name + ".log")
     metrics = out / "metrics.jsonl"
     boundaries: list[tuple[float, int] | None] = []  # (CPU s, faults) at each round's end
     pids: list[int] | None = None
     peak_mb: float | None = None
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(malloc),
-                                cwd=REPO)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env=child_env(malloc), cwd=REPO
+        )
         size = 0
         while proc.poll() is None:
             time.sleep(0.005)
@@ -298,8 +363,9 @@ def timed(values: list) -> list:
     return [v for v in kept if v is not None]
 
 
-def record(args, kind: str, ranks: int, repeat, round_s, cpu_s, faults, peak_mb,
-           bare: dict | None, **extra) -> dict:
+def record(
+    args, kind: str, ranks: int, repeat, round_s, cpu_s, faults, peak_mb, bare: dict | None, **extra
+) -> dict:
     t = timed(round_s)
     med = statistics.median(t)
     ups = args.cohort / med
@@ -313,15 +379,28 @@ def record(args, kind: str, ranks: int, repeat, round_s, cpu_s, faults, peak_mb,
         bare_cpu = bare["updates_per_cpu_s"]
         cpu_ratio = cpu_ups / bare_cpu if cpu_ups and bare_cpu else None
     return {
-        "bench": "throughput", "kind": kind, "ranks": ranks, "repeat": repeat,
-        "clients": args.clients, "cohort": args.cohort, "samples_per_client": args.samples,
-        "batch_size": args.batch, "rounds": args.rounds, "timed_rounds": len(t),
-        "round_s_median": med, "updates_per_s": ups, "updates_per_s_per_rank": per_rank,
+        "bench": "throughput",
+        "kind": kind,
+        "ranks": ranks,
+        "repeat": repeat,
+        "clients": args.clients,
+        "cohort": args.cohort,
+        "samples_per_client": args.samples,
+        "batch_size": args.batch,
+        "rounds": args.rounds,
+        "timed_rounds": len(t),
+        "round_s_median": med,
+        "updates_per_s": ups,
+        "updates_per_s_per_rank": per_rank,
         "ratio_vs_bare": per_rank / bare["updates_per_s"] if bare else 1.0,
-        "cpu_round_s_median": cpu_med, "updates_per_cpu_s": cpu_ups,
+        "cpu_round_s_median": cpu_med,
+        "updates_per_cpu_s": cpu_ups,
         "cpu_ratio_vs_bare": cpu_ratio,
         "faults_per_update": median_or_none(timed(faults)) / args.cohort if timed(faults) else None,
-        "round_s": round_s, "cpu_s": cpu_s, "peak_rss_mb": peak_mb, **extra,
+        "round_s": round_s,
+        "cpu_s": cpu_s,
+        "peak_rss_mb": peak_mb,
+        **extra,
     }
 
 
@@ -344,23 +423,53 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=10, help="local batch size")
     parser.add_argument("--lr", type=float, default=0.1, help="client learning rate")
     parser.add_argument("--repeats", type=int, help="repeats of every measurement (default 3)")
-    parser.add_argument("--num-test", type=int,
-                        help="simulator test set size (only its last round evaluates)")
-    parser.add_argument("--malloc", nargs="+", choices=("default", "tuned"), default=None,
-                        help="glibc allocator settings for both sides: default, and/or tuned "
-                             "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised); default both")
-    parser.add_argument("--group-sizes", type=int, nargs="+", default=[1],
-                        help="simulator training.group_size values (default 1)")
+    parser.add_argument(
+        "--num-test", type=int, help="simulator test set size (only its last round evaluates)"
+    )
+    parser.add_argument(
+        "--malloc",
+        nargs="+",
+        choices=("default", "tuned"),
+        default=None,
+        help="glibc allocator settings for both sides: default, and/or tuned "
+        "(MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ raised); default both",
+    )
+    parser.add_argument(
+        "--group-sizes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="simulator training.group_size values (default 1)",
+    )
     parser.add_argument("--keep", help="keep the simulator's run directories under this folder")
-    parser.add_argument("--quick", action="store_true",
-                        help="a tiny smoke run: 8 clients x 10 samples, cohort 4, 1 round, "
-                             "1 repeat, default malloc")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny smoke run: 8 clients x 10 samples, cohort 4, 1 round, "
+        "1 repeat, default malloc",
+    )
     parser.add_argument("--bare-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    quick = dict(rounds=1, ranks=[1, 2], clients=8, cohort=4, samples=10, repeats=1, num_test=20,
-                 malloc=["default"])
-    full = dict(rounds=6, ranks=[1, 2], clients=1000, cohort=50, samples=50, repeats=3,
-                num_test=100, malloc=["default", "tuned"])
+    quick = dict(
+        rounds=1,
+        ranks=[1, 2],
+        clients=8,
+        cohort=4,
+        samples=10,
+        repeats=1,
+        num_test=20,
+        malloc=["default"],
+    )
+    full = dict(
+        rounds=6,
+        ranks=[1, 2],
+        clients=1000,
+        cohort=50,
+        samples=50,
+        repeats=3,
+        num_test=100,
+        malloc=["default", "tuned"],
+    )
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -372,24 +481,48 @@ def main(argv: list[str] | None = None) -> None:
 
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="throughput-"))
     base.mkdir(parents=True, exist_ok=True)
-    machine = {"cpus": os.cpu_count(), "machine": platform.machine(),
-               "python": platform.python_version()}
+    machine = {
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
     results: dict[tuple[str, str, int, int | None], list[dict]] = {}
     try:
         for rep in range(args.repeats):
             for malloc in args.malloc:
-                bare = record(args, "bare", 1, rep, *run_bare(args, malloc), None,
-                              malloc=malloc, load_avg_1m=load_average(), group_size=None,
-                              **machine)
+                bare = record(
+                    args,
+                    "bare",
+                    1,
+                    rep,
+                    *run_bare(args, malloc),
+                    None,
+                    malloc=malloc,
+                    load_avg_1m=load_average(),
+                    group_size=None,
+                    **machine,
+                )
                 emit(bare)
                 results.setdefault(("bare", malloc, 1, None), []).append(bare)
                 for ranks in args.ranks:
                     for g in args.group_sizes:
                         out = base / f"sim-{malloc}-n{ranks}-g{g}-r{rep}-{int(time.time() * 1e3)}"
                         *timings, loop_s, peak = run_simulator(args, ranks, out, malloc, g)
-                        row = record(args, "simulator", ranks, rep, *timings, peak, bare,
-                                     malloc=malloc, load_avg_1m=load_average(), loop_s=loop_s,
-                                     rounds_s_sum=sum(timings[0]), group_size=g, **machine)
+                        row = record(
+                            args,
+                            "simulator",
+                            ranks,
+                            rep,
+                            *timings,
+                            peak,
+                            bare,
+                            malloc=malloc,
+                            load_avg_1m=load_average(),
+                            loop_s=loop_s,
+                            rounds_s_sum=sum(timings[0]),
+                            group_size=g,
+                            **machine,
+                        )
                         emit(row)
                         results.setdefault(("simulator", malloc, ranks, g), []).append(row)
     finally:
@@ -397,22 +530,33 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(base, ignore_errors=True)
     for (kind, malloc, ranks, group_size), rows in results.items():
         ups = statistics.median(r["updates_per_s"] for r in rows)
-        emit({
-            "bench": "throughput", "kind": f"{kind}_summary", "malloc": malloc, "ranks": ranks,
-            "repeat": None, "clients": args.clients, "cohort": args.cohort,
-            "samples_per_client": args.samples, "batch_size": args.batch, "rounds": args.rounds,
-            "timed_rounds": rows[0]["timed_rounds"],
-            "round_s_median": statistics.median(r["round_s_median"] for r in rows),
-            "updates_per_s": ups, "updates_per_s_per_rank": ups / ranks,
-            "ratio_vs_bare": statistics.median(r["ratio_vs_bare"] for r in rows),
-            "cpu_round_s_median": median_or_none(r["cpu_round_s_median"] for r in rows),
-            "updates_per_cpu_s": median_or_none(r["updates_per_cpu_s"] for r in rows),
-            "cpu_ratio_vs_bare": median_or_none(r["cpu_ratio_vs_bare"] for r in rows),
-            "faults_per_update": median_or_none(r["faults_per_update"] for r in rows),
-            "group_size": group_size,
-            "peak_rss_mb": median_or_none(r["peak_rss_mb"] for r in rows),
-            "repeats": len(rows), **machine,
-        })
+        emit(
+            {
+                "bench": "throughput",
+                "kind": f"{kind}_summary",
+                "malloc": malloc,
+                "ranks": ranks,
+                "repeat": None,
+                "clients": args.clients,
+                "cohort": args.cohort,
+                "samples_per_client": args.samples,
+                "batch_size": args.batch,
+                "rounds": args.rounds,
+                "timed_rounds": rows[0]["timed_rounds"],
+                "round_s_median": statistics.median(r["round_s_median"] for r in rows),
+                "updates_per_s": ups,
+                "updates_per_s_per_rank": ups / ranks,
+                "ratio_vs_bare": statistics.median(r["ratio_vs_bare"] for r in rows),
+                "cpu_round_s_median": median_or_none(r["cpu_round_s_median"] for r in rows),
+                "updates_per_cpu_s": median_or_none(r["updates_per_cpu_s"] for r in rows),
+                "cpu_ratio_vs_bare": median_or_none(r["cpu_ratio_vs_bare"] for r in rows),
+                "faults_per_update": median_or_none(r["faults_per_update"] for r in rows),
+                "group_size": group_size,
+                "peak_rss_mb": median_or_none(r["peak_rss_mb"] for r in rows),
+                "repeats": len(rows),
+                **machine,
+            }
+        )
 
 
 def load_average() -> float | None:

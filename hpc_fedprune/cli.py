@@ -351,6 +351,7 @@ def command_run(args, body=None) -> int:
 def _run(args, world) -> int:
     from .comm.world import check_launch, limit_threads, pick_device
     from .config import load_config
+    from .data.partition import describe_skew
     from .sim.loop import run_rounds
     from .sim.setup import build_setup
     from .sim.signals import EXIT_REQUEUE, StopFlag
@@ -401,8 +402,7 @@ def _run(args, world) -> int:
         print(
             f"partition: {config.partition.scheme}, client sizes "
             f"{sizes.min()}-{int(np.median(sizes))}-"
-            f"{sizes.max()} (min-median-max), label skew {float(setup.stats['label_tv_mean']):.3f} "
-            "(mean total-variation distance to the global label mix)",
+            f"{sizes.max()} (min-median-max), {describe_skew(setup.stats)}",
             flush=True,
         )
     stop = StopFlag().install()

@@ -25,6 +25,7 @@ class Stream(enum.IntEnum):
     EXPLORE = 7  # exploration phases, auxiliary draws of algorithms
     PRIVACY = 8  # member / non-member sets, shadow models
     TIES = 9  # random order among equal scores (pruning decisions that must not favour indices)
+    AUGMENT = 10  # crops and flips of training batches
 
 
 def numpy_rng(seed: int, stream: Stream, *keys: int) -> np.random.Generator:

@@ -23,6 +23,7 @@ from .labels import distinct_labels, run_config
 from .masks import MaskHistory, client_agreement, mask_history
 from .privacy import privacy_lines, read_privacy, write_privacy_csv
 from .runfile import Run, load_run
+from .scores import read_layer_costs, write_layer_cost_csv
 from .summary import Summary, quality_of, render_summary, summarize
 
 #: Where `run_compare` writes when no folder is given (relative to the working directory;
@@ -129,7 +130,8 @@ def run_analyze(path: str, out_dir: str | None = None, formats: str | Sequence[s
 
     Notes
     -----
-    Files: ``metrics.csv``; with masks ``mask_stats.csv``, ``mask_overall.csv``,
+    Files: ``metrics.csv``, ``layer_cost.csv`` (parameters and FLOPs per layer, dense and
+    after the last round); with masks ``mask_stats.csv``, ``mask_overall.csv``,
     ``mask_tensors.csv``; with client masks ``client_agreement.csv`` and
     ``client_keep_histogram.csv``; with membership-inference rows (``/privacy`` of the run
     file or ``privacy.h5`` beside it) ``privacy.csv``; with matplotlib, in each format,
@@ -149,6 +151,9 @@ def run_analyze(path: str, out_dir: str | None = None, formats: str | Sequence[s
     out = _make_out_dir(out_dir if out_dir is not None else run.run_dir / "analysis")
     files: list[Path] = [tables.write_metrics_csv(out / "metrics.csv", run)]
     notes: list[str] = []
+    costs = read_layer_costs(run.path)
+    if costs is not None:
+        files.append(write_layer_cost_csv(out / "layer_cost.csv", costs))
     if history is not None:
         files.append(tables.write_mask_stats_csv(out / "mask_stats.csv", history))
         files.append(tables.write_mask_overall_csv(out / "mask_overall.csv", history))

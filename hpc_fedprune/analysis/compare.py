@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .groups import Row
-from .summary import Quality
+from .groups import Row, mean_std
+from .scores import COST, SCORES, format_score
+from .summary import Quality, Summary
 from .tables import write_csv
 from .units import format_bytes, format_percent
 
@@ -51,6 +52,27 @@ def pareto_front(
     return on
 
 
+NAN = float("nan")
+# Secondary scores shown in the text table (the CSV has them all).
+_TABLE_SCORES = ("test_top5_accuracy", "test_f1_macro", "test_rmse", "test_r2")
+
+
+def _member_mean(row: Row, value: Callable[[Summary], float]) -> float:
+    """Mean of ``value`` over the row's runs (NaN where none has it)."""
+    return mean_std([value(s) for s in row.members])[0]
+
+
+def _flops_fraction(s: Summary) -> float:
+    dense, eff = s.cost.get("flops_dense", NAN), s.cost.get("flops_effective", NAN)
+    return eff / dense if dense > 0 else NAN
+
+
+def _flops_ratio(row: Row) -> str:
+    """Effective FLOPs per sample as a fraction of dense, averaged over the row's runs."""
+    ratio = _member_mean(row, _flops_fraction)
+    return f"{ratio:.3g} x" if math.isfinite(ratio) else "n/a"
+
+
 COMPARE_HEADER = (
     "run",
     "label",
@@ -69,6 +91,8 @@ COMPARE_HEADER = (
     "uplink_vs_dense",
     "downlink_vs_dense",
     "traffic_vs_dense",
+    *(f"final_{k.removeprefix('test_')}" for k in SCORES),
+    *COST,
     "rounds_done",
     "status",
     "pareto",
@@ -104,6 +128,8 @@ def write_compare_csv(
             s.uplink_vs_dense,
             s.downlink_vs_dense,
             s.traffic_vs_dense,
+            *(s.scores.get(k, NAN) for k in SCORES),
+            *(s.cost.get(k, NAN) for k in COST),
             s.rounds_done,
             s.status,
             bool(on),
@@ -182,6 +208,7 @@ def render_compare_table(
     """
     q = rows[0].first.quality
     grouped = any(r.n > 1 for r in rows)
+    shown = [k for k in _TABLE_SCORES if any(k in s.scores for r in rows for s in r.members)]
     header = (
         "",
         "label",
@@ -190,7 +217,9 @@ def render_compare_table(
         "dataset",
         f"final {q.label}",
         f"best {q.label}",
+        *(SCORES[k] for k in shown),
         "sparsity",
+        "FLOPs vs dense",
         "bytes up",
         "bytes down",
         "traffic_vs_dense",
@@ -211,7 +240,12 @@ def render_compare_table(
                 s.dataset,
                 _with_spread(q, row.final),
                 _with_spread(q, row.best),
+                *(
+                    format_score(k, _member_mean(row, lambda s, k=k: s.scores.get(k, NAN)))
+                    for k in shown
+                ),
                 format_percent(row.mean("final_sparsity")),
+                _flops_ratio(row),
                 format_bytes(row.mean("bytes_up")),
                 format_bytes(row.mean("bytes_down")),
                 f"{ratio:.3f}" if math.isfinite(ratio) else "n/a",
@@ -223,7 +257,7 @@ def render_compare_table(
         )
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     # Text columns left-aligned, numbers right-aligned.
-    left = {0, 1, 2, 3, 4, 12}
+    left = {0, 1, 2, 3, 4, len(header) - 1}
 
     def line(r: Sequence[str]) -> str:
         cells = [

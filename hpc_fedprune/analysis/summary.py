@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -11,6 +11,7 @@ from .figures import Traffic, traffic_of
 from .labels import method_name, run_config
 from .masks import OVERALL, ClientAgreement, MaskHistory
 from .runfile import Run
+from .scores import cost_line, last_cost, scores_at, scores_line
 from .units import format_bytes, format_duration, format_percent
 
 NAN = float("nan")
@@ -101,6 +102,12 @@ class Summary:
         Program version that wrote the file, and when the run started.
     format_version : int
         Run-file layout version.
+    scores : dict of str to float
+        The secondary scores (``test_top5_accuracy``, ``test_f1_macro``, ...,
+        ``test_rmse``, ``test_r2``) in the round of `final`.
+    cost : dict of str to float
+        ``params_dense``, ``params_effective``, ``flops_dense``, ``flops_effective`` after
+        the last round (empty for run files without them).
     """
 
     path: str
@@ -131,6 +138,8 @@ class Summary:
     version: str
     created: str
     format_version: int
+    scores: dict[str, float] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
 
     @property
     def traffic(self) -> Traffic:
@@ -248,7 +257,17 @@ def summarize(run: Run) -> Summary:
         version=str(a.get("hpc_fedprune_version", "unknown")),
         created=str(a.get("created", "unknown")),
         format_version=run.format_version,
+        scores=scores_at(m, _row_of(rounds, final_round)),
+        cost=last_cost(m),
     )
+
+
+def _row_of(rounds: np.ndarray, rnd: int | None) -> int | None:
+    """Index of round ``rnd`` in ``rounds`` (None when absent)."""
+    if rnd is None:
+        return None
+    hits = np.flatnonzero(np.asarray(rounds) == rnd)
+    return int(hits[-1]) if hits.size else None
 
 
 def _int_or_none(v: object) -> int | None:
@@ -297,6 +316,8 @@ def render_summary(
                 f"final {q.fmt(s.final)} (round {s.final_round}){better}",
             )
         )
+    if s.scores and s.final_round is not None:
+        lines.append(("scores", scores_line(s.scores, s.final_round)))
     if math.isfinite(s.final_sparsity):
         lines.append(
             (
@@ -305,6 +326,8 @@ def render_summary(
                 f"(density {format_percent(1 - s.final_sparsity)})",
             )
         )
+    if len(s.cost) == 4:
+        lines.append(("model cost", cost_line(s.cost)))
     lines.append(
         (
             "bytes up",

@@ -80,6 +80,13 @@ class DataConfig:
     test_fraction: float = option(
         0.2, "npz / hdf5 with only x, y: fraction held out as test set", min=0.0, max=0.9
     )
+    augment: str = option(
+        "none",
+        "training-batch augmentation of images: crop_flip = random crop of the zero-padded "
+        "image and horizontal flip (p 0.5), keyed by seed, round, client, step",
+        choices=("none", "crop_flip"),
+    )
+    crop_padding: int = option(4, "crop_flip: zeros padded on every side before the crop", min=0)
 
 
 @dataclass(frozen=True)

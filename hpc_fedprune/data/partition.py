@@ -43,6 +43,7 @@ import heapq
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.stats import wasserstein_distance
 
 from ..errors import InputError
 from ..rng import Stream, numpy_rng
@@ -353,7 +354,11 @@ def split_local_test(
 
 
 def partition_stats(
-    labels: np.ndarray, parts: Sequence[np.ndarray], num_classes: int
+    labels: np.ndarray,
+    parts: Sequence[np.ndarray],
+    num_classes: int,
+    *,
+    targets: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Sizes and label mix of each client, for the log and the run file.
 
@@ -376,6 +381,9 @@ def partition_stats(
         partitioned samples (0: same mix, 1: disjoint labels; NaN for an empty client);
         and 0-d summaries ``num_samples``, ``size_cv`` (std / mean of the sizes) and
         ``label_tv_mean`` (mean over non-empty clients; a one-number measure of skew).
+        With regression ``targets``, also `target_stats`.
+    targets : numpy.ndarray, optional
+        Float regression targets of the partitioned set (same indexing as ``labels``).
     """
     labels = np.asarray(labels, dtype=np.int64)
     k = len(parts)
@@ -390,7 +398,9 @@ def partition_stats(
     mix = np.divide(counts, sizes[:, None], out=np.zeros(counts.shape), where=sizes[:, None] > 0)
     tv = np.where(sizes > 0, 0.5 * np.abs(mix - pooled).sum(axis=1), np.nan)
     mean_size = sizes.mean() if k else 0.0
+    extra = {} if targets is None else target_stats(targets, parts)
     return {
+        **extra,
         "sizes": sizes,
         "label_counts": counts,
         "classes_per_client": (counts > 0).sum(axis=1).astype(np.int64),
@@ -399,3 +409,58 @@ def partition_stats(
         "size_cv": np.asarray(sizes.std() / mean_size if mean_size > 0 else 0.0),
         "label_tv_mean": np.asarray(tv[sizes > 0].mean() if np.any(sizes > 0) else 0.0),
     }
+
+
+def target_stats(targets: np.ndarray, parts: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """How each client's regression targets are distributed, for the log and the run file.
+
+    Parameters
+    ----------
+    targets : numpy.ndarray
+        1-D float targets of the partitioned set.
+    parts : sequence of numpy.ndarray
+        Index arrays, one per client.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Per client (K,), float64, NaN for an empty client: ``target_mean``, ``target_std``
+        (population std), ``target_min``, ``target_max`` and ``target_w1``, the 1-D
+        Wasserstein (earth mover's) distance between the client's targets and all
+        partitioned targets, in the targets' units (0: the same distribution); and the
+        0-d ``target_w1_mean`` (mean over non-empty clients; the regression counterpart
+        of ``label_tv_mean``).
+    """
+    t = np.asarray(targets, dtype=np.float64)
+    parts = [np.asarray(p, dtype=np.int64) for p in parts]
+    pooled = t[np.concatenate(parts)] if parts else np.zeros(0)
+    rows = []
+    for p in parts:
+        if len(p) == 0:
+            rows.append((np.nan,) * 5)
+            continue
+        v = t[p]
+        rows.append((v.mean(), v.std(), v.min(), v.max(), wasserstein_distance(v, pooled)))
+    table = np.array(rows, dtype=np.float64).reshape(len(parts), 5)
+    w1 = table[:, 4]
+    return {
+        "target_mean": table[:, 0],
+        "target_std": table[:, 1],
+        "target_min": table[:, 2],
+        "target_max": table[:, 3],
+        "target_w1": w1,
+        "target_w1_mean": np.asarray(np.nanmean(w1) if np.isfinite(w1).any() else 0.0),
+    }
+
+
+def describe_skew(stats: dict) -> str:
+    """How non-IID a partition is, in words (from `partition_stats`): label or target skew."""
+    if "target_w1_mean" in stats:
+        return (
+            f"target skew {float(stats['target_w1_mean']):.3g} "
+            "(mean 1-D Wasserstein distance of a client's targets to all, in target units)"
+        )
+    return (
+        f"label skew {float(stats['label_tv_mean']):.3f} "
+        "(mean total-variation distance to the global label mix)"
+    )

@@ -109,6 +109,8 @@ class Explorer:
         for group in tr.optimizer.param_groups:
             group["lr"] = self.config.training.lr
         self.rng = numpy_rng(seed, Stream.EXPLORE, stage, client)
+        self.augment_key = (Stream.EXPLORE, stage, client)
+        self.step = 0  # training steps since begin (the augmentation draws' key)
         if tr.has_dropout:
             gen = torch_generator(seed, Stream.EXPLORE, stage, client, device=tr.x.device)
             set_dropout_generator(tr.model.module, gen)
@@ -125,7 +127,9 @@ class Explorer:
         for lo in starts:
             sel = shuffled[lo : lo + batch]
             fm.zero_grad()
-            loss = tr.loss_fn(fm.module(tr.x[sel]), tr.y[sel])
+            xb = tr.augment.batch(tr.x[sel], self.augment_key, self.step)
+            self.step += 1
+            loss = tr.loss_fn(fm.module(xb), tr.y[sel])
             loss.backward()
             tr.optimizer.step()
         return float("nan") if loss is None else float(loss.detach())

@@ -14,6 +14,7 @@ import torch
 from ..models import build_model, model_options, set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, derived_seed, numpy_rng, torch_generator
+from ..training.augment import Augmenter
 
 _KEY_INIT = 5
 _KEY_TRAIN = 6
@@ -54,12 +55,16 @@ def train_shadow(
     )
     idx = torch.as_tensor(np.asarray(indices), device=x.device)
     batch = min(t.batch_size, len(idx))
+    augment = Augmenter.from_config(config)  # trained as the clients are
+    step = 0
     module.train()
     for _ in range(config.privacy.shadow_epochs):
         order = idx[torch.as_tensor(rng.permutation(len(idx)), device=x.device)]
         for lo in range(0, len(order), batch):
             sel = order[lo : lo + batch]
-            loss = task_loss(module(x[sel]), y[sel], task)
+            xb = augment.batch(x[sel], (Stream.PRIVACY, _KEY_TRAIN, k), step)
+            step += 1
+            loss = task_loss(module(xb), y[sel], task)
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()

@@ -41,10 +41,11 @@ from ..faults import maybe_fail
 from ..privacy import PrivacyEvaluator
 from ..store import RunFile
 from ..store.checkpoint import Checkpoint, write_checkpoint
+from ..store.cost import write_model_cost
 from ..store.exploration import write_exploration
 from ..store.tensorboard import log_round
 from ..training.clients import ClientTrainer
-from ..training.evaluate import evaluate
+from ..training.evaluate import evaluate, score_names
 from ..training.gradients import client_gradient, initial_trainer
 from ..training.local import LocalTrainer
 from .cohort import rank_units, sample_cohort
@@ -442,6 +443,9 @@ def round_metrics(
     }
     if config.federation.eval_local:
         metrics["local_test_accuracy"] = float("nan") if local_acc is None else local_acc
+    for name in score_names(task, setup.dataset.num_classes):
+        metrics[f"test_{name}"] = scores.get(name, float("nan"))
+    metrics.update(setup.cost.round_metrics(current.mask))
     metrics.update(client_metric_means(rows))
     return metrics
 
@@ -481,6 +485,7 @@ def create_outputs(config, world, setup, runfile, out_dir, devices):
         prunable=setup.algorithm.prunable.cpu().numpy(),
         partition={k: np.asarray(v) for k, v in setup.stats.items()},
     )
+    write_model_cost(runfile.path, setup.cost, ds.input_shape)
 
 
 def write_round(
@@ -496,7 +501,13 @@ def write_round(
         np.array([r.bytes_up for r in rows]),
     )
     client_masks = [(rnd, r.client, r.mask) for r in rows if r.mask is not None]
-    runfile.append_round(metrics, mask_record=mask_record, uplink=uplink, client_masks=client_masks)
+    runfile.append_round(
+        metrics,
+        mask_record=mask_record,
+        uplink=uplink,
+        client_masks=client_masks,
+        layers=setup.cost.layer_rows(current.mask),
+    )
     with open(out_dir / "metrics.jsonl", "a") as fh:
         fh.write(
             json.dumps(

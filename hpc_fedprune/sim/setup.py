@@ -26,8 +26,10 @@ from ..data import (
 )
 from ..errors import InputError
 from ..models import FlatModel, build_model, model_options
+from ..models.cost import ModelCost, model_cost
 from ..privacy import MembershipSets, plan_privacy, split_holdout
 from ..pruning.prunable import method_prunable, prunable_mask
+from ..training.augment import check_augmentation
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Setup:
     device: str
     cohort_size: int
     privacy: MembershipSets | None = None  # members and held-out non-members (privacy.enabled)
+    cost: ModelCost | None = None  # parameters and FLOPs per layer (models.cost)
 
 
 def section_options(section, accepted: tuple[str, ...]) -> dict:
@@ -61,6 +64,7 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
     seed = config.runtime.seed
     options = section_options(config.data, dataset_options(config.data.name))
     dataset = load_dataset(config.data.name, root=config.data.root, seed=seed, **options)
+    check_augmentation(config.data, dataset.input_shape)
     num_clients = config.partition.num_clients
     if world_size > num_clients:
         raise InputError(
@@ -87,7 +91,8 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
         )
     privacy = plan_privacy(config, parts, holdout) if holdout is not None else None
     labels = as_labels(dataset.y_train, bins=bins)
-    stats = partition_stats(labels, parts, dataset.num_classes or bins)
+    regression = dataset.y_train if dataset.task == "regression" else None
+    stats = partition_stats(labels, parts, dataset.num_classes or bins, targets=regression)
     options = section_options(
         getattr(config.model, config.model.name, None), tuple(model_options(config.model.name))
     )
@@ -117,6 +122,7 @@ def build_setup(config: Config, world_size: int, device: str) -> Setup:
         device,
         cohort_size(config),
         privacy,
+        model_cost(model, dataset.input_shape),
     )
 
 

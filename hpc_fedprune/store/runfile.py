@@ -86,6 +86,7 @@ class RunFile:
         mask_record: tuple[int, dict[str, np.ndarray]] | None = None,
         uplink: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
         client_masks: Sequence[tuple[int, int, dict[str, np.ndarray]]] = (),
+        layers: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Append one completed round: metrics, the global mask record, per-client records.
 
@@ -99,12 +100,18 @@ class RunFile:
             Each participating client's encoded uplink size.
         client_masks : sequence of (round, client, {tensor name: bool mask})
             Client-local masks, bit-packed, to ``/clients/masks``.
+        layers : {name: int64 array, one entry per layer}, optional
+            Per-layer values of the round, one row each in ``/metrics_layers/<name>``.
         """
         with h5py.File(self.path, "a") as f:
             group = f["metrics"]
             for name, value in metrics.items():
                 dtype = np.int64 if name in ("round", "clients") else np.float64
                 _append(_resizable(group, name, dtype), np.array([value], dtype=dtype))
+            if layers:
+                per_layer = f.require_group("metrics_layers")
+                for name, row in layers.items():
+                    _append(_resizable(per_layer, name, np.int64, row_shape=row.shape), row[None])
             maybe_fail("history", 0, int(metrics["round"]))
             if mask_record is not None:
                 rnd, masks = mask_record

@@ -40,6 +40,8 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from ..config import Config
 from ..models import set_dropout_generator
+from ..rng import Stream
+from .augment import Augmenter
 from .batches import client_batches, pack_group
 from .local import ClientResult
 from .stacked import stacked_forward, stacked_plan
@@ -106,6 +108,7 @@ class GroupTrainer:
         self.vmapped = vmap(grad_and_value(self._client_loss))
         if self.device.type == "cpu":
             keep_freed_memory()
+        self.augment = Augmenter.from_config(config)  # crops and flips of training batches
 
     def _forward(self, fn, *args) -> torch.Tensor:
         """``fn(*args)`` in float32, or under bfloat16 autocast with mixed precision."""
@@ -174,6 +177,10 @@ class GroupTrainer:
             for c, part in zip(clients, parts, strict=True)
         ]  # fmt: skip
         packed = pack_group(batches)
+        draws = None  # each client's crops and flips, as LocalTrainer draws them
+        if self.augment.enabled:
+            keys = [(Stream.CLIENT, round_index, c, *key) for c in clients]
+            draws = self.augment.group_draws(keys, packed.sizes, packed.index.shape[2], self.device)
         index, weight = self._to_device(packed.index), self._to_device(packed.weight)
         active = self._to_device(packed.active) * lr  # per-step, per-client step size
         if any(p.readjust is not None for p in plans):
@@ -199,9 +206,10 @@ class GroupTrainer:
             if ffwd is not None:
                 dense.copy_(w)  # keep w; the pass below sees w * M
                 w.mul_(ffwd)
-            losses[s] = self._step_gradients(
-                views, leaves, self.x[sel], self.y[sel], weight[s], grad
-            )
+            xb = self.x[sel]
+            if draws is not None:
+                xb = self.augment.apply(xb.flatten(0, 1), draws[s].flatten(0, 1)).view_as(xb)
+            losses[s] = self._step_gradients(views, leaves, xb, self.y[sel], weight[s], grad)
             with torch.no_grad():
                 # Closed form on each client's slice, at the weights the pass saw.
                 for j, penalty in penalties:

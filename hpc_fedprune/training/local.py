@@ -27,6 +27,7 @@ from ..config import Config
 from ..models import set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, numpy_rng, torch_generator
+from .augment import Augmenter
 from .batches import batches_per_epoch, epoch_order
 from .gradients import GRADIENT_KEY
 
@@ -76,6 +77,7 @@ class LocalTrainer:
         self.dense: torch.Tensor | None = None  # the dense weights while a forward mask is on
         # Dropout layers draw from a per-client generator (KeyedDropout), never the global RNG.
         self.has_dropout = set_dropout_generator(flat_model.module, None) > 0
+        self.augment = Augmenter.from_config(config)  # crops and flips of training batches
 
     def _float_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The mask as float32, cached while the same mask object is in use."""
@@ -132,6 +134,7 @@ class LocalTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rng = numpy_rng(seed, Stream.CLIENT, round_index, client, *key)
+        augment_key = (Stream.CLIENT, round_index, client, *key)
         n = len(indices)
         batch = min(t.batch_size, n)
         anchor = start[: fm.num_params]
@@ -165,7 +168,7 @@ class LocalTrainer:
                     mask, fmask = readjusted, self._float_mask(readjusted)
                     fm.flat.mul_(fmask)
                 sel = shuffled[lo : lo + batch]
-                xb, yb = self.x[sel], self.y[sel]
+                xb, yb = self.augment.batch(self.x[sel], augment_key, steps), self.y[sel]
                 fm.zero_grad()
                 if ffwd is not None:
                     self.dense.copy_(params)  # keep w; the pass below sees w * M
@@ -237,8 +240,12 @@ class LocalTrainer:
             gen = torch.Generator(device=self.x.device).manual_seed(int(rng.integers(2**62)))
             set_dropout_generator(fm.module, gen)
         sel = torch.as_tensor(np.asarray(indices)[order], device=self.x.device)
+        xb = self.x[sel]
+        if self.augment.enabled:  # drawn last, so the batch and dropout do not depend on it
+            draws = self.augment.draw(rng, len(order))
+            xb = self.augment.apply(xb, torch.from_numpy(draws).to(xb.device))
         fm.zero_grad()
-        self.loss_fn(fm.module(self.x[sel]), self.y[sel]).backward()
+        self.loss_fn(fm.module(xb), self.y[sel]).backward()
         return fm.grad.detach().clone()
 
 

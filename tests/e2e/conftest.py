@@ -32,11 +32,13 @@ WORLD_DEPENDENT = {"wall_s", "mpi_bytes"}
 
 
 def read_run(path) -> dict:
-    """Model bytes and metrics of a run file."""
+    """Model bytes, metrics (per-layer ones included) and root attributes of a run file."""
     with h5py.File(path, "r") as f:
+        layers = f["metrics_layers"] if "metrics_layers" in f else {}
         return {
             "flat": f["model/flat"][...].tobytes(),
             "metrics": {k: f["metrics"][k][...] for k in f["metrics"]},
+            "layers": {k: layers[k][...] for k in layers},
             "attrs": dict(f.attrs),
         }
 
@@ -50,6 +52,9 @@ def assert_same_results(a: dict, b: dict) -> None:
             continue
         x, y = a["metrics"][name], b["metrics"][name]
         assert np.array_equal(x, y, equal_nan=True), f"metric {name} differs: {x} vs {y}"
+    assert set(a.get("layers", {})) == set(b.get("layers", {}))
+    for name, x in a.get("layers", {}).items():
+        assert np.array_equal(x, b["layers"][name]), f"per-layer metric {name} differs"
 
 
 def cli(*args, timeout=200) -> subprocess.CompletedProcess:

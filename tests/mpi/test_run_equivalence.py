@@ -1,4 +1,8 @@
-"""A whole run is bit-identical on 1, 2, 3 and 4 ranks; bad input and crashes end every rank."""
+"""A whole run is bit-identical on 1, 2, 3 and 4 ranks; bad input and crashes end every rank.
+
+The run augments its training batches (keyed crops and flips) and reports every evaluation
+score and the per-layer cost, so all of them are compared across rank counts.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,23 @@ RANKS = (1, 2, 3, 4)
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The same tiny FedAvg run at every rank count (launched once per count)."""
+    augment = ["data.augment=crop_flip", "data.crop_padding=2"]
     base = tmp_path_factory.mktemp("equiv")
     out = {}
     for n in RANKS:
         d = base / f"n{n}"
         proc = run_mpi(
             n,
-            ["-m", "hpc_fedprune", "run", "--out", str(d), *TINY, "federation.server_momentum=0.5"],
+            [
+                "-m",
+                "hpc_fedprune",
+                "run",
+                "--out",
+                str(d),
+                *TINY,
+                *augment,
+                "federation.server_momentum=0.5",
+            ],
             timeout=240,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -32,6 +46,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("n", RANKS[1:])
 def test_model_and_metrics_identical_to_one_rank(runs, n):
     assert runs[n]["attrs"]["world_size"] == n
+    assert {"test_f1_macro", "test_top5_accuracy", "flops_effective"} <= set(runs[n]["metrics"])
     assert_same_results(runs[1], runs[n])
 
 

@@ -26,18 +26,48 @@ JOBS = REPO / "jobs"
 STATE = Path("/var/tmp/hpc_fedprune-slurm")  # local_slurm.sh's default: its logs are there
 
 # Job states after which a job does not run again (a requeued job is PENDING, not one of these).
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-            "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT"}
+TERMINAL = {
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "SPECIAL_EXIT",
+}
 
 # Variables the job scripts read: cleared so that a developer's shell cannot leak into a test.
-SCRIPT_VARIABLES = ("CONFIG", "OVERRIDES", "RUN_NAME", "RUNS_DIR", "RUN_DIR", "FEDPRUNE_DIR",
-                    "VENV", "PYTHON", "LAUNCHER", "SRUN_MPI", "SRUN_FLAGS", "MPIRUN",
-                    "MPIRUN_FLAGS", "MAX_RESTARTS", "SWEEP_FILE", "SWEEP_INDEX")
+SCRIPT_VARIABLES = (
+    "CONFIG",
+    "OVERRIDES",
+    "RUN_NAME",
+    "RUNS_DIR",
+    "RUN_DIR",
+    "FEDPRUNE_DIR",
+    "VENV",
+    "PYTHON",
+    "LAUNCHER",
+    "SRUN_MPI",
+    "SRUN_FLAGS",
+    "MPIRUN",
+    "MPIRUN_FLAGS",
+    "MAX_RESTARTS",
+    "SWEEP_FILE",
+    "SWEEP_INDEX",
+)
 
 
 def _local_slurm(action: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(LOCAL_SLURM), action], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", str(LOCAL_SLURM), action],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _last_line(text: str) -> str:
@@ -53,26 +83,38 @@ class Slurm:
         env = child_env()
         for name in SCRIPT_VARIABLES:
             env.pop(name, None)
-        env.update(FEDPRUNE_DIR=str(REPO), VENV=sys.prefix, PYTHON=sys.executable,
-                   RUNS_DIR=str(runs_dir))
+        env.update(
+            FEDPRUNE_DIR=str(REPO), VENV=sys.prefix, PYTHON=sys.executable, RUNS_DIR=str(runs_dir)
+        )
         env.update(extra)
         return env
 
     def sbatch(self, args: list[str], env: dict[str, str]) -> int:
         """Run `sbatch --parsable ARGS` (or a command that ends in it) and return the job id."""
         cmd = args if args[0] == "bash" else ["sbatch", "--parsable", *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env,
-                              cwd=REPO, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}{proc.stderr}"
         return int(proc.stdout.strip().split(";")[0])
 
     def records(self, job: int) -> list[dict[str, str]]:
         """`scontrol show job -o`: one dict per job (per array task)."""
-        proc = subprocess.run(["scontrol", "show", "job", "-o", str(job)], capture_output=True,
-                              text=True, timeout=30)
+        proc = subprocess.run(
+            ["scontrol", "show", "job", "-o", str(job)], capture_output=True, text=True, timeout=30
+        )
         assert proc.returncode == 0, f"scontrol show job {job}: {proc.stderr.strip()}"
-        return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in proc.stdout.splitlines()
-                if line.strip()]
+        return [
+            dict(re.findall(r"(\w+)=(\S*)", line))
+            for line in proc.stdout.splitlines()
+            if line.strip()
+        ]
 
     def wait(self, job: int, timeout: float, logs: list[Path] = ()) -> list[dict[str, str]]:
         """Wait until every record of `job` is in a terminal state; cancel it on a timeout."""
@@ -83,9 +125,10 @@ class Slurm:
                 return records
             if time.monotonic() > deadline:
                 subprocess.run(["scancel", str(job)], timeout=30)
-                raise AssertionError(f"job {job} not done after {timeout:.0f} s: "
-                                     f"{[r.get('JobState') for r in records]}\n"
-                                     + self.diagnostics(logs))
+                raise AssertionError(
+                    f"job {job} not done after {timeout:.0f} s: "
+                    f"{[r.get('JobState') for r in records]}\n" + self.diagnostics(logs)
+                )
             time.sleep(1)
 
     def diagnostics(self, logs: list[Path] = ()) -> str:

@@ -31,9 +31,15 @@ TINY_YAML = "federation:\n  rounds: 3\n"  # the sweep's second line uses a confi
 
 def reference_run(out: Path, args: list[str]) -> subprocess.Popen:
     """Start a plain one-rank run (no mpiexec, no Slurm) in the background."""
-    return subprocess.Popen([sys.executable, "-m", "hpc_fedprune", "run", "--out", str(out), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=child_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpc_fedprune", "run", "--out", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def finish(proc: subprocess.Popen, out: Path, timeout: float = 300) -> dict:
@@ -49,8 +55,14 @@ def finish(proc: subprocess.Popen, out: Path, timeout: float = 300) -> dict:
 
 def sweep_list(sweep_file: Path, env: dict[str, str]) -> list[tuple[str, Path]]:
     """`bash jobs/sweep.sbatch --list FILE`: (status, run directory) per line."""
-    proc = subprocess.run(["bash", str(JOBS / "sweep.sbatch"), "--list", str(sweep_file)],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    proc = subprocess.run(
+        ["bash", str(JOBS / "sweep.sbatch"), "--list", str(sweep_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = re.findall(r"^\s*\d+\s+(\S+)\s+(\S.*)$", proc.stdout, flags=re.M)
     return [(status, Path(path)) for status, path in rows]
@@ -74,23 +86,41 @@ def submitted(slurm, tmp_path_factory):
     env = slurm.job_env(runs)
 
     run_log = base / "run-%j.out"
-    run_job = slurm.sbatch(["--nodes=1", "--ntasks-per-node=4", f"--output={run_log}",
-                            str(JOBS / "run.sbatch")],
-                           {**env, "OVERRIDES": shlex.join(TINY), "RUN_NAME": "tiny"})
+    run_job = slurm.sbatch(
+        ["--nodes=1", "--ntasks-per-node=4", f"--output={run_log}", str(JOBS / "run.sbatch")],
+        {**env, "OVERRIDES": shlex.join(TINY), "RUN_NAME": "tiny"},
+    )
     sweep_log = base / "sweep-%A_%a.out"
-    submit = ["bash", str(JOBS / "sweep.sbatch"), "--submit", str(sweep_file), "--parsable",
-              "--nodes=1", "--ntasks-per-node=2", f"--output={sweep_log}"]
+    submit = [
+        "bash",
+        str(JOBS / "sweep.sbatch"),
+        "--submit",
+        str(sweep_file),
+        "--parsable",
+        "--nodes=1",
+        "--ntasks-per-node=2",
+        f"--output={sweep_log}",
+    ]
     sweep_env = {**env, "LAUNCHER": "mpirun"}  # the other launcher: the venv's mpiexec
     sweep_job = slurm.sbatch(submit, sweep_env)
 
-    refs = {"tiny": reference_run(base / "ref_tiny", TINY),
-            "seed4": reference_run(base / "ref_seed4", ["--config", str(config), *line2[1:]])}
+    refs = {
+        "tiny": reference_run(base / "ref_tiny", TINY),
+        "seed4": reference_run(base / "ref_seed4", ["--config", str(config), *line2[1:]]),
+    }
     reference = {name: finish(proc, base / f"ref_{name}") for name, proc in refs.items()}
     return {
-        "base": base, "runs": runs, "env": sweep_env, "sweep_file": sweep_file, "submit": submit,
-        "run_job": run_job, "sweep_job": sweep_job, "reference": reference,
+        "base": base,
+        "runs": runs,
+        "env": sweep_env,
+        "sweep_file": sweep_file,
+        "submit": submit,
+        "run_job": run_job,
+        "sweep_job": sweep_job,
+        "reference": reference,
         "run_log": Path(str(run_log).replace("%j", str(run_job))),
-        "sweep_log": sweep_log, "sweep_logs": sweep_logs(sweep_log, sweep_job),
+        "sweep_log": sweep_log,
+        "sweep_logs": sweep_logs(sweep_log, sweep_job),
     }
 
 
@@ -116,8 +146,9 @@ def test_run_sbatch_on_4_tasks_is_bit_identical_to_one_rank(slurm, submitted):
 def test_sweep_runs_each_line_in_its_own_directory(slurm, submitted):
     logs = submitted["sweep_logs"]
     records = slurm.wait(submitted["sweep_job"], timeout=300, logs=logs)
-    assert len(records) == 2 and all(job_ok(r) for r in records), \
+    assert len(records) == 2 and all(job_ok(r) for r in records), (
         f"{records}\n{slurm.diagnostics(logs)}"
+    )
     for log in logs:
         assert "/mpiexec -n 2 " in log.read_text(), log.read_text()
     rows = sweep_list(submitted["sweep_file"], submitted["env"])
@@ -154,9 +185,26 @@ def test_sweep_resubmitted_skips_finished_runs(slurm, submitted):
 def test_srun_without_pmi_is_refused(slurm, tmp_path):
     """Without PMI, srun starts N separate worlds of size 1 that would all write one run."""
     out = tmp_path / "run"
-    proc = subprocess.run(["srun", "--ntasks=3", "--mpi=none", sys.executable, "-m", "hpc_fedprune",
-                           "run", "--out", str(out), *TINY], capture_output=True, text=True,
-                          timeout=150, env=child_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [
+            "srun",
+            "--ntasks=3",
+            "--mpi=none",
+            sys.executable,
+            "-m",
+            "hpc_fedprune",
+            "run",
+            "--out",
+            str(out),
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=child_env(),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--mpi=pmi2" in proc.stderr, proc.stderr
     assert not (out / "run.h5").exists()
@@ -168,8 +216,14 @@ PREEMPT = [*TINY, "federation.rounds=60", "output.checkpoint_every=5"]
 
 
 def has_resume() -> bool:
-    proc = subprocess.run([sys.executable, "-m", "hpc_fedprune", "run", "--help"],
-                          capture_output=True, text=True, timeout=60, env=child_env(), cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpc_fedprune", "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
+        cwd=REPO,
+    )
     return "--resume" in proc.stdout
 
 
@@ -186,10 +240,15 @@ def preempted(slurm, tmp_path_factory):
     jobs = {}
     for mode in ("usr1", "requeue"):
         log = base / f"{mode}-%j.out"
-        job = slurm.sbatch(["--nodes=1", "--ntasks-per-node=2", f"--output={log}",
-                            str(JOBS / "run.sbatch")], env)
-        jobs[mode] = {"job": job, "log": Path(str(log).replace("%j", str(job))),
-                      "out": runs / f"preempt-{job}", "signalled": False}
+        job = slurm.sbatch(
+            ["--nodes=1", "--ntasks-per-node=2", f"--output={log}", str(JOBS / "run.sbatch")], env
+        )
+        jobs[mode] = {
+            "job": job,
+            "log": Path(str(log).replace("%j", str(job))),
+            "out": runs / f"preempt-{job}",
+            "signalled": False,
+        }
     ref = reference_run(base / "ref", PREEMPT)
     deadline = time.monotonic() + 240
     while not all(j["signalled"] for j in jobs.values()):  # signal each after its round 2
@@ -197,8 +256,11 @@ def preempted(slurm, tmp_path_factory):
             metrics = j["out"] / "metrics.jsonl"
             if j["signalled"] or not metrics.exists() or len(metrics.read_text().splitlines()) < 2:
                 continue
-            cmd = (["scancel", "--batch", "--signal=USR1", str(j["job"])] if mode == "usr1"
-                   else ["scontrol", "requeue", str(j["job"])])
+            cmd = (
+                ["scancel", "--batch", "--signal=USR1", str(j["job"])]
+                if mode == "usr1"
+                else ["scontrol", "requeue", str(j["job"])]
+            )
             subprocess.run(cmd, check=True, timeout=30)
             j["signalled"] = True
         if time.monotonic() > deadline:
@@ -206,8 +268,9 @@ def preempted(slurm, tmp_path_factory):
                 subprocess.run(["scancel", str(j["job"])], timeout=30)
             ref.kill()
             ref.communicate()
-            raise AssertionError("no round 2 within 240 s\n"
-                                 + slurm.diagnostics([j["log"] for j in jobs.values()]))
+            raise AssertionError(
+                "no round 2 within 240 s\n" + slurm.diagnostics([j["log"] for j in jobs.values()])
+            )
         time.sleep(0.2)
     reference = finish(ref, base / "ref")
     for j in jobs.values():

@@ -16,10 +16,27 @@ from tests.helpers import REPO, child_env
 
 SCRIPT = REPO / "benchmarks" / "throughput.py"
 KEYS = {
-    "bench", "kind", "malloc", "ranks", "repeat", "clients", "cohort", "samples_per_client",
-    "batch_size", "rounds", "timed_rounds", "round_s_median", "updates_per_s",
-    "updates_per_s_per_rank", "ratio_vs_bare", "cpu_round_s_median", "updates_per_cpu_s",
-    "cpu_ratio_vs_bare", "faults_per_update", "group_size", "peak_rss_mb",
+    "bench",
+    "kind",
+    "malloc",
+    "ranks",
+    "repeat",
+    "clients",
+    "cohort",
+    "samples_per_client",
+    "batch_size",
+    "rounds",
+    "timed_rounds",
+    "round_s_median",
+    "updates_per_s",
+    "updates_per_s_per_rank",
+    "ratio_vs_bare",
+    "cpu_round_s_median",
+    "updates_per_cpu_s",
+    "cpu_ratio_vs_bare",
+    "faults_per_update",
+    "group_size",
+    "peak_rss_mb",
 }
 
 
@@ -27,9 +44,23 @@ KEYS = {
 @pytest.mark.timeout(180)
 def test_throughput_quick_prints_json_lines(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--ranks", "1", "--group-sizes", "1", "2",
-         "--keep", str(tmp_path)],
-        capture_output=True, text=True, timeout=170, env=child_env(), cwd=REPO,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--ranks",
+            "1",
+            "--group-sizes",
+            "1",
+            "2",
+            "--keep",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env=child_env(),
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -43,8 +74,12 @@ def test_throughput_quick_prints_json_lines(tmp_path):
         assert math.isfinite(row["updates_per_s"]) and row["updates_per_s"] > 0
     kinds = sorted((row["kind"], row["group_size"] or 0) for row in rows)
     assert kinds == [
-        ("bare", 0), ("bare_summary", 0), ("simulator", 1), ("simulator", 2),
-        ("simulator_summary", 1), ("simulator_summary", 2),
+        ("bare", 0),
+        ("bare_summary", 0),
+        ("simulator", 1),
+        ("simulator", 2),
+        ("simulator_summary", 1),
+        ("simulator_summary", 2),
     ]
     assert all(row["peak_rss_mb"] > 0 for row in rows)
     # The simulator's run directories were kept and hold finished runs, one per group size.
