@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -146,6 +147,9 @@ def check_value(path: str, value: Any, hint: Any, meta: dict) -> Any:
     lo, hi = meta.get("min"), meta.get("max")
     numbers = value if isinstance(value, tuple) else (value,)
     for v in numbers:
+        if isinstance(v, float) and not math.isfinite(v):
+            # NaN compares false with every bound, so it would pass any range check.
+            raise InputError(f"{path}: {v!r} is not a finite number")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and (v < lo or (meta.get("min_exclusive") and v == lo)):
                 relation = ">" if meta.get("min_exclusive") else ">="
@@ -196,7 +200,8 @@ def coerce(path: str, value: Any, hint: Any) -> Any:
 
 
 def check_consistency(config: Config) -> None:
-    """Checks that involve several keys."""
+    """Checks that involve several keys, or a key's text beyond its type."""
+    check_output_name(config.output.name)
     fed, part = config.federation, config.partition
     cohort = fed.clients_per_round
     if cohort == 0 and fed.fraction == 0.0:
@@ -221,6 +226,60 @@ def check_consistency(config: Config) -> None:
             "training.mixed_precision: applies to grouped training only; set "
             "training.group_size > 1"
         )
+
+
+def check_output_name(name: str) -> None:
+    """``output.name`` becomes one folder name under ``runs/``: no paths, no escapes."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise InputError(
+            f"output.name: {name!r} must be a plain folder name (no path separators, "
+            "not '.' or '..'); give a path with --out or output.dir"
+        )
+
+
+#: Stands for a key that one of two compared configs does not have.
+ABSENT = object()
+
+
+def config_differences(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """The keys whose values differ between two configs as read from YAML.
+
+    Both are resolved first (defaults filled in), so a key left out of one and given its
+    default in the other is no difference. A mapping that no longer builds (a config
+    written by another version) is compared as it is.
+
+    Returns
+    -------
+    list of (key, value in a, value in b)
+        Dotted keys in the order of the config's sections; `ABSENT` where a side lacks one.
+    """
+    flat_a, flat_b = _flat(_resolved(a)), _flat(_resolved(b))
+    keys = list(dict.fromkeys([*flat_a, *flat_b]))
+    return [
+        (k, flat_a.get(k, ABSENT), flat_b.get(k, ABSENT))
+        for k in keys
+        if flat_a.get(k, ABSENT) != flat_b.get(k, ABSENT)
+    ]
+
+
+def _resolved(raw: Any) -> Any:
+    try:
+        config = build(Config, raw, "")
+    except InputError:
+        return raw
+    return to_dict(config)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def cohort_size(config: Config) -> int:

@@ -19,7 +19,6 @@ rank 0 writes the round to run.h5 and metrics.jsonl
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import dataclass
@@ -31,15 +30,14 @@ import torch
 from ..algorithms.base import GlobalModel, RoundContext
 from ..client_state.homes import ClientStates
 from ..comm.world import World
-from ..config import Config, to_yaml
+from ..config import Config
 from ..exchange import accounting
 from ..exchange.accumulate import ExactAccumulator
 from ..exploration.phase import include_cost, run_exploration
 from ..faults import maybe_fail
 from ..privacy import PrivacyEvaluator
-from ..store import RunFile
-from ..store.checkpoint import Checkpoint, write_checkpoint
-from ..store.exploration import write_exploration
+from ..store.checkpoint import Checkpoint
+from ..store.rundir import RunDir
 from ..training.clients import ClientTrainer
 from ..training.evaluate import evaluate
 from ..training.gradients import client_gradient, initial_trainer
@@ -120,7 +118,7 @@ def run_rounds(
     # A mask scored from a gradient could differ in its last bits between devices: rank 0's wins.
     current, _ = accounting.broadcast_model(world, current, None, device)
 
-    runfile = RunFile(out_dir / "run.h5") if world.is_root else None
+    rundir = RunDir(out_dir) if world.is_root else None
     devices = world.gather_objects(f"{socket.gethostname()}:{device}")
     first = 1
     resumed_round = world.bcast_object(None if resume is None else resume.round)
@@ -129,9 +127,9 @@ def run_rounds(
         states.restore(resume.clients if world.is_root else None)
         first = resumed_round + 1
     elif world.is_root:
-        create_outputs(config, world, setup, runfile, out_dir, devices)
+        rundir.create(config, setup, world.size, devices)
         if exploration is not None:
-            write_exploration(runfile.path, algorithm.exploration_record())
+            rundir.write_exploration(algorithm.exploration_record())
     start_time = time.perf_counter()
     last: dict[str, float] = {}
     for rnd in range(first, fed.rounds + 1):
@@ -236,11 +234,10 @@ def run_rounds(
             mask_changed = current.mask is not None and (
                 rnd == 1 or previous_mask is None or not torch.equal(previous_mask, current.mask)
             )
-            write_round(
-                runfile, out_dir, rnd, last, rows, current, setup, algorithm, config, mask_changed
-            )
-            if attacked:
-                runfile.append_privacy(attacked)
+            mask_record = None
+            if algorithm.prunes and config.output.record_masks and mask_changed:
+                mask_record = tensor_masks(setup.model, algorithm.prunable, current.mask)
+            rundir.append_round(last, rows, mask=mask_record, privacy=attacked or ())
             if config.output.progress:
                 elapsed = time.perf_counter() - start_time
                 print(
@@ -253,10 +250,10 @@ def run_rounds(
         if stopping or (every and rnd % every == 0 and rnd < fed.rounds):
             client_state = states.gather()  # collective: every client's state to rank 0
             if world.is_root:
-                write_checkpoint(out_dir, snapshot(rnd, current, algorithm, client_state))
+                rundir.write_checkpoint(snapshot(rnd, current, algorithm, client_state))
         if stopping:
             if world.is_root:
-                runfile.set_attrs(status="interrupted")
+                rundir.mark("interrupted")
                 print(
                     f"stopped by signal after round {rnd}; checkpoint written, resume with: "
                     f"python -m hpc_fedprune run --resume {out_dir}",
@@ -265,11 +262,11 @@ def run_rounds(
             states.close()
             return RunResult(out_dir, rnd, last, stopped=True)
     if world.is_root:
-        runfile.write_model(
+        rundir.finish(
             current.weights.cpu().numpy(),
             None if current.mask is None else current.mask.cpu().numpy(),
+            wall_s=time.perf_counter() - start_time,
         )
-        runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
     states.close()
     return RunResult(out_dir, fed.rounds, last)
 
@@ -359,58 +356,6 @@ def round_metrics(rnd, rows, scores, local_acc, current, setup, config, task, mp
     if config.federation.eval_local:
         metrics["local_test_accuracy"] = float("nan") if local_acc is None else local_acc
     return metrics
-
-
-def create_outputs(config, world, setup, runfile, out_dir, devices):
-    """Rank 0: the run directory, config.yaml and the new run file."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(to_yaml(config))
-    (out_dir / "metrics.jsonl").write_text("")
-    ds = setup.dataset
-    runfile.create(
-        attrs={
-            "config": to_yaml(config),
-            "seed": config.runtime.seed,
-            "world_size": world.size,
-            "algorithm": setup.algorithm.name,
-            "dataset": ds.name,
-            "model": config.model.name,
-            "task": ds.task,
-            "num_clients": config.partition.num_clients,
-            "rounds_planned": config.federation.rounds,
-            "device": setup.device,
-            "devices": json.dumps(devices),
-        },
-        layout=setup.model.layout,
-        prunable=setup.algorithm.prunable.cpu().numpy(),
-        partition={k: np.asarray(v) for k, v in setup.stats.items()},
-    )
-
-
-def write_round(
-    runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config, mask_changed
-):
-    """Rank 0: append the round to run.h5 and metrics.jsonl (the mask only when it changed)."""
-    mask_record = None
-    if algorithm.prunes and config.output.record_masks and mask_changed:
-        mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
-    uplink = (
-        np.full(len(rows), rnd),
-        np.array([r.client for r in rows]),
-        np.array([r.bytes_up for r in rows]),
-    )
-    client_masks = [(rnd, r.client, r.mask) for r in rows if r.mask is not None]
-    runfile.append_round(metrics, mask_record=mask_record, uplink=uplink, client_masks=client_masks)
-    with open(out_dir / "metrics.jsonl", "a") as fh:
-        fh.write(
-            json.dumps(
-                {
-                    k: (None if isinstance(v, float) and np.isnan(v) else v)
-                    for k, v in metrics.items()
-                }
-            )
-            + "\n"
-        )
 
 
 def human_bytes(n: float) -> str:
