@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 
+from hpc_fedprune.analysis import load_run
 from tests.helpers import REPO, child_env
 
 # Small enough for a few seconds per run on one core, big enough to learn something.
@@ -32,13 +32,14 @@ WORLD_DEPENDENT = {"wall_s", "mpi_bytes"}
 
 
 def read_run(path) -> dict:
-    """Model bytes and metrics of a run file."""
-    with h5py.File(path, "r") as f:
-        return {
-            "flat": f["model/flat"][...].tobytes(),
-            "metrics": {k: f["metrics"][k][...] for k in f["metrics"]},
-            "attrs": dict(f.attrs),
-        }
+    """Model bytes, metrics and root attributes of a run file (through `load_run`)."""
+    run = load_run(path)
+    model = run.final_model()
+    return {
+        "flat": None if model is None else model[0].tobytes(),
+        "metrics": run.metrics,
+        "attrs": run.attrs,
+    }
 
 
 def assert_same_results(a: dict, b: dict) -> None:

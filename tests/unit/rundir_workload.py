@@ -97,7 +97,8 @@ def write_run(out: Path, rounds: int, checkpoint_every: int = 4, on_round=None) 
             on_round(run_dir)
         if checkpoint_every and rnd % checkpoint_every == 0:
             state = {"momentum": rng.standard_normal(NUMEL).astype(np.float32)}
-            run_dir.write_checkpoint(Checkpoint(rnd, weights, None, state))
+            residuals = {c: rng.standard_normal(640).astype(np.float32) for c in range(8)}
+            run_dir.write_checkpoint(Checkpoint(rnd, weights, None, state, {"residual": residuals}))
     run_dir.finish(weights, rng.random(NUMEL) < 0.5, wall_s=1.0)
     return rounds
 

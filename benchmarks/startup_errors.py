@@ -1,0 +1,80 @@
+"""Seconds from launch to a config error, on 1 and 2 ranks.
+
+A mistake in the config should show at once, not after every rank has imported torch.
+This launches ``mpiexec -n N python -m hpc_fedprune run <bad input>`` (the venv's own
+mpiexec) and times it to its exit, for two kinds of bad input: an unknown key, and a
+``data.root`` that does not exist. Prints one JSON line per (case, ranks): the median and
+the minimum of ``--repeat`` launches, with the exit status and the error line.
+
+    .venv/bin/python benchmarks/startup_errors.py [--repo PATH] [--ranks 1 2] [--repeat 5]
+
+``--repo`` times another checkout of the program (an older commit, say) with the same
+interpreter, for a before/after comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = {
+    "unknown_key": ["federation.round=2"],
+    "missing_data_root": ["data.name=fashion_mnist", "data.root=/nonexistent"],
+}
+
+
+def launch(repo: Path, ranks: int, args: list[str], out: Path) -> tuple[float, int, str]:
+    """Seconds to exit, the status, and the last line of stderr."""
+    mpiexec = Path(sys.executable).with_name("mpiexec")
+    cmd = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "hpc_fedprune", "run"]
+    cmd += ["--out", str(out), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    seconds = time.perf_counter() - start
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return seconds, proc.returncode, lines[-1] if lines else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, bad in CASES.items():
+            for ranks in args.ranks:
+                runs = [
+                    launch(args.repo, ranks, bad, Path(tmp) / f"{case}-{ranks}-{i}")
+                    for i in range(args.repeat)
+                ]
+                seconds = [s for s, _, _ in runs]
+                print(
+                    json.dumps(
+                        {
+                            "bench": "startup_errors",
+                            "repo": str(args.repo),
+                            "case": case,
+                            "ranks": ranks,
+                            "repeat": args.repeat,
+                            "seconds_median": round(statistics.median(seconds), 3),
+                            "seconds_min": round(min(seconds), 3),
+                            "status": sorted({code for _, code, _ in runs}),
+                            "error": runs[-1][2],
+                            "load_average": round(os.getloadavg()[0], 2),
+                        }
+                    ),
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
