@@ -132,7 +132,7 @@ class RunDir:
         """Write an exploration phase's record as ``/exploration`` (before round 1)."""
         arrays = [np.asarray(v) for v in record["datasets"].values()]
         need = _SMALL_WRITE + sum(2 * a.nbytes + 4096 for a in arrays)
-        with self._reserved(need, "the run was not started"):
+        with self._reserved(need, "the exploration phase was not recorded"):
             write_exploration(self.run_path, record)
 
     # --- every round ---------------------------------------------------------------------
