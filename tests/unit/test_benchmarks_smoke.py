@@ -78,5 +78,5 @@ def test_startup_errors_prints_json_lines():
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert [row["case"] for row in rows] == ["unknown_key", "missing_data_root"]
     for row in rows:
-        assert row["status"] == [2] and row["error"].startswith("error: ")
+        assert row["status"] == ["2"] and row["error"].startswith("error: ")
         assert row["seconds_median"] > 0 and row["cpu_s_median"] > 0
