@@ -4,6 +4,10 @@ Prints one JSON line per model: bytes and seconds of one mask record (bit-packed
 every prunable tensor, appended to run.h5), of one checkpoint (snapshot of run.h5 plus
 weights, mask and state, flushed to disk), and of one local training step of the model,
 so the history cost can be set against a round's time (``--steps-per-round`` steps).
+Records and checkpoints are timed twice: with the bare writers (`RunFile`,
+`write_checkpoint`) and through `RunDir`, which the round loop uses (space reserved
+before every write, the metrics.jsonl line, signals held), to show what its guarantees
+cost.
 
     .venv/bin/python benchmarks/checkpoint_cost.py [--rounds 20] [--steps-per-round 500]
 """
@@ -28,6 +32,7 @@ from hpc_fedprune.pruning.prunable import prunable_mask  # noqa: E402
 from hpc_fedprune.sim.loop import tensor_masks  # noqa: E402
 from hpc_fedprune.store import RunFile  # noqa: E402
 from hpc_fedprune.store.checkpoint import Checkpoint, write_checkpoint  # noqa: E402
+from hpc_fedprune.store.rundir import RunDir  # noqa: E402
 
 MODELS = {"lenet5": ((1, 28, 28), 10), "resnet18_cifar": ((3, 32, 32), 10)}
 
@@ -52,37 +57,48 @@ def measure(name: str, rounds: int, steps_per_round: int) -> dict:
     fm = FlatModel(build_model(name, shape, classes, seed=0))
     prunable = prunable_mask(fm.layout, "all_trainable")
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        run = RunFile(out / "run.h5")
-        run.create(
-            attrs={"algorithm": "bench"},
-            layout=fm.layout,
-            prunable=prunable.numpy(),
-            partition={"sizes": np.ones(4, dtype=np.int64)},
-        )
-        write_times = []
-        mask = torch.ones_like(prunable)
-        for rnd in range(1, rounds + 1):
-            mask = mask & torch.from_numpy(rng.random(fm.numel) > 0.05)  # 5% more pruned
-            record = (rnd, tensor_masks(fm, prunable, mask | ~prunable))
-            metrics = {"round": rnd, "test_accuracy": 0.5, "wall_s": 1.0}
+    records = []
+    mask = torch.ones_like(prunable)
+    for rnd in range(1, rounds + 1):
+        mask = mask & torch.from_numpy(rng.random(fm.numel) > 0.05)  # 5% more pruned
+        records.append((rnd, tensor_masks(fm, prunable, mask | ~prunable)))
+    state = Checkpoint(
+        rounds,
+        fm.flat.numpy().copy(),
+        mask.numpy(),
+        {"momentum": fm.flat.numpy().astype(np.float64)},
+    )
+    timings = {}
+    for writer in ("bare", "rundir"):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            run = RunFile(out / "run.h5")
+            run.create(
+                attrs={"algorithm": "bench"},
+                layout=fm.layout,
+                prunable=prunable.numpy(),
+                partition={"sizes": np.ones(4, dtype=np.int64)},
+            )
+            run_dir = RunDir(out)
+            write_times = []
+            for rnd, masks in records:
+                metrics = {"round": rnd, "test_accuracy": 0.5, "wall_s": 1.0}
+                t = time.perf_counter()
+                if writer == "bare":
+                    run.append_round(metrics, mask_record=(rnd, masks))
+                else:
+                    run_dir.append_round(metrics, mask=masks)
+                write_times.append(time.perf_counter() - t)
+            history_bytes = (out / "run.h5").stat().st_size
             t = time.perf_counter()
-            run.append_round(metrics, mask_record=record)
-            write_times.append(time.perf_counter() - t)
-        history_bytes = (out / "run.h5").stat().st_size
-        state = Checkpoint(
-            rounds,
-            fm.flat.numpy().copy(),
-            mask.numpy(),
-            {"momentum": fm.flat.numpy().astype(np.float64)},
-        )
-        t = time.perf_counter()
-        path = write_checkpoint(out, state)
-        checkpoint_s = time.perf_counter() - t
-        checkpoint_bytes = path.stat().st_size
+            if writer == "bare":
+                path = write_checkpoint(out, state)
+            else:
+                path = run_dir.write_checkpoint(state)
+            timings[writer] = (float(np.median(write_times)), time.perf_counter() - t)
+            checkpoint_bytes = path.stat().st_size
     step = step_seconds(fm, shape, classes)
-    record_s = float(np.median(write_times))
+    record_s, checkpoint_s = timings["bare"]
     return {
         "benchmark": "checkpoint_cost",
         "model": name,
@@ -94,6 +110,8 @@ def measure(name: str, rounds: int, steps_per_round: int) -> dict:
         "run_file_bytes_after_rounds": history_bytes,
         "rounds": rounds,
         "checkpoint_s": checkpoint_s,
+        "mask_record_rundir_s": timings["rundir"][0],
+        "checkpoint_rundir_s": timings["rundir"][1],
         "checkpoint_bytes": checkpoint_bytes,
         "train_step_s": step,
         "round_s_estimate": step * steps_per_round,

@@ -335,10 +335,9 @@ def run_simulator(args, ranks: int, out: Path, malloc: str, group_size: int = 1)
     faults = [None] + [b[1] - a[1] if a and b else None for a, b in pairs]
     loop_s = None
     try:
-        import h5py
+        from hpc_fedprune.analysis import load_run
 
-        with h5py.File(out / "run.h5", "r") as f:
-            loop_s = float(f.attrs["wall_s"])
+        loop_s = float(load_run(out).attrs["wall_s"])
     except Exception:  # noqa: BLE001 - the cross-check is optional
         pass
     return round_s, cpu_s, faults, loop_s, peak_mb

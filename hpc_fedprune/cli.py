@@ -1,23 +1,34 @@
 """The command line: ``run`` (default), ``config show|keys``, ``analyze``, ``compare``, ``privacy``.
 
-Exit status: 0 success, 2 bad input (config, files, arguments), 1 internal failure.
-Under MPI an input error is reported once, by rank 0, and every rank exits with 2; an
-internal failure on any rank aborts the whole job instead of leaving it hanging.
+Exit status: 0 success, 2 bad input (config, files, arguments), 1 internal failure, 74 the
+run directory could not be written (disk full, quota, file-size limit), 75 stopped by a
+signal after a checkpoint, 130 stopped at once by a second Ctrl-C. Under MPI an input
+error is reported once, by rank 0, and every rank exits with 2; an internal failure on any
+rank aborts the whole job instead of leaving it hanging.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as _dt
 import difflib
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, InputError
+from .errors import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STORAGE,
+    InputError,
+    StorageError,
+)
 
 DESCRIPTION = "MPI simulator of federated learning with model pruning."
 
@@ -320,14 +331,13 @@ def shipped_listing() -> str:
     return "\n".join(lines)
 
 
-def default_out_dir(name: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{name}-{stamp}"
-
-
 def command_run(args, body=None) -> int:
     """Run an experiment (or another collective ``body``) on every rank of MPI.COMM_WORLD."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
+    if hasattr(signal, "SIGXFSZ"):
+        # A file-size limit (ulimit -f) then fails the write with EFBIG, which the run
+        # directory reports in one line, instead of killing the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     from .comm.world import World
 
     world = World.from_mpi()
@@ -337,6 +347,21 @@ def command_run(args, body=None) -> int:
         if world.is_root:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         code = EXIT_INPUT
+    except StorageError as exc:
+        # Raised on rank 0 while the others may wait in a collective: end the job.
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return _end_job(world, EXIT_STORAGE)
+    except KeyboardInterrupt:
+        # Ctrl-C before the stop handler is installed, or a second one (in a process of
+        # its own: mpiexec kills the ranks itself on a second Ctrl-C).
+        if world.is_root:
+            print(
+                "interrupted at once (Ctrl-C): the round in progress is not recorded; "
+                "run --resume continues from the newest checkpoint",
+                file=sys.stderr,
+                flush=True,
+            )
+        return _end_job(world, EXIT_INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - any failure must end every rank
         world.abort_on_exception(exc)
         return EXIT_INTERNAL
@@ -348,41 +373,47 @@ def command_run(args, body=None) -> int:
     return code
 
 
+def _end_job(world, code: int) -> int:
+    """Leave with ``code`` from a rank that cannot count on the others reaching this point."""
+    if world.size > 1:
+        sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward the message before the abort
+        world.comm.Abort(code)
+    return code
+
+
 def _run(args, world) -> int:
-    from .comm.world import check_launch, limit_threads, pick_device
-    from .config import load_config
+    from .comm.world import check_launch
+    from .preflight import plan_run
+
+    # Stage 1: the command line, the config and the paths, before anything heavy.
+    error = plan = None
+    try:
+        check_launch(world)
+        plan = plan_run(args, is_root=world.is_root)
+    except InputError as exc:
+        error = exc
+    world.agree_on_input_errors(error)
+    config = plan.config
+    out_dir = Path(world.bcast_object(str(plan.out_dir)))  # rank 0's (a time stamp)
+
+    # Stage 2: torch, the device, the resume point, and the set-up (names are checked
+    # against the data sets, models and methods installed).
+    from .comm.world import limit_threads, pick_device
     from .data.partition import describe_skew
     from .sim.loop import run_rounds
     from .sim.setup import build_setup
     from .sim.signals import EXIT_REQUEUE, StopFlag
+    from .store.rundir import RunDir
 
-    error = None
-    setup = out_dir = config = checkpoint = None
+    rundir = RunDir(out_dir)
+    error = setup = checkpoint = device = None
     finished = False
     try:
-        check_launch(world)
-        if args.resume:
-            out_dir = Path(args.resume)
-            if args.config or args.out or args.overrides:
-                raise InputError(
-                    "run --resume DIR takes the run's own config: no --config, --out or overrides"
-                )
-            config = load_config(out_dir / "config.yaml")
-        else:
-            config = load_config(args.config, args.overrides)
-            out_dir = (
-                Path(args.out)
-                if args.out
-                else Path(config.output.dir or default_out_dir(config.output.name))
-            )
         limit_threads(config.runtime.threads)
         device = pick_device(config.runtime.device, world.local_rank)
-        if world.is_root:
-            if args.resume:
-                checkpoint, finished = prepare_resume(out_dir, world.size)
-            else:
-                check_out_dir(out_dir)
-        setup = build_setup(config, world.size, device)
+        if world.is_root and plan.resume:
+            checkpoint, finished = rundir.resume(world.size)
     except InputError as exc:
         error = exc
     world.agree_on_input_errors(error)
@@ -390,7 +421,11 @@ def _run(args, world) -> int:
         if world.is_root:
             print(f"{out_dir} holds a finished run; nothing to resume", flush=True)
         return EXIT_OK
-    out_dir = Path(world.bcast_object(str(out_dir)))
+    try:
+        setup = build_setup(config, world.size, device)
+    except InputError as exc:
+        error = exc
+    world.agree_on_input_errors(error)
     if world.is_root:
         print(
             f"hpc_fedprune: {config.algorithm.name} on {setup.dataset.name} "
@@ -405,18 +440,25 @@ def _run(args, world) -> int:
             f"{sizes.max()} (min-median-max), {describe_skew(setup.stats)}",
             flush=True,
         )
-    stop = StopFlag().install()
+    # Rank 0 records a stop at once: if the job is then killed before the round ends (a
+    # second Ctrl-C makes mpiexec kill every rank), the run file still says interrupted.
+    on_stop = (lambda: rundir.mark("interrupted")) if world.is_root else None
+    stop = StopFlag(on_first=on_stop).install()
     try:
         result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)
+    except KeyboardInterrupt:
+        if world.is_root:
+            rundir.mark("interrupted")
+        raise
     except Exception:
-        if world.is_root and (out_dir / "run.h5").exists():
-            mark_failed(out_dir)
+        if world.is_root:
+            rundir.mark("failed")
         raise
     finally:
         stop.restore()
     if world.is_root:
         if not result.stopped:
-            print(summary_line(out_dir), flush=True)
+            print(rundir.summary_line(), flush=True)
         print(f"run file: {result.out_dir / 'run.h5'}", flush=True)
     return EXIT_REQUEUE if result.stopped else EXIT_OK
 
@@ -441,65 +483,3 @@ def _privacy(args, world) -> int:
             )
         print(f"privacy file: {out}", flush=True)
     return EXIT_OK
-
-
-def summary_line(out_dir: Path) -> str:
-    """One line at the end of a run: scores, bytes, traffic_vs_dense, time (from run.h5)."""
-    from .analysis import load_run
-    from .analysis.summary import end_of_run_line
-
-    return end_of_run_line(load_run(out_dir))
-
-
-def prepare_resume(out_dir: Path, world_size: int):
-    """Rank 0: put the run directory back to its last checkpoint.
-
-    Returns (checkpoint or None, finished). Without a checkpoint the run starts again
-    from round 1 in the same directory.
-    """
-    import h5py
-
-    from .store.checkpoint import latest_checkpoint, restore_run_file, truncate_jsonl
-
-    run_file = out_dir / "run.h5"
-    if not (out_dir / "config.yaml").exists():
-        raise InputError(f"{out_dir} holds no run to resume (no config.yaml)")
-    if run_file.exists():
-        try:
-            with h5py.File(run_file, "r") as f:
-                if f.attrs.get("status") == "finished":
-                    return None, True
-        except OSError:
-            pass  # damaged by the crash: the checkpoint's snapshot replaces it
-    checkpoint = latest_checkpoint(out_dir)
-    if checkpoint is None:
-        print(f"no checkpoint in {out_dir}: starting again from round 1", flush=True)
-        if run_file.exists():
-            run_file.unlink()
-        return None, False
-    restore_run_file(out_dir, checkpoint)
-    truncate_jsonl(out_dir / "metrics.jsonl", checkpoint.round)
-    with h5py.File(run_file, "a") as f:
-        f.attrs["world_size"] = world_size
-        f.attrs["resumed_at"] = np.append(
-            f.attrs.get("resumed_at", np.zeros(0, np.int64)), checkpoint.round
-        )
-    print(f"resuming {out_dir} after round {checkpoint.round} on {world_size} rank(s)", flush=True)
-    return checkpoint, False
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Refuse to overwrite a run: a run directory holds exactly one experiment."""
-    if (out_dir / "run.h5").exists():
-        raise InputError(f"{out_dir} already holds a run (run.h5); choose another --out")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} exists and is not a directory")
-
-
-def mark_failed(out_dir: Path) -> None:
-    try:
-        from .store import RunFile
-
-        RunFile(out_dir / "run.h5").set_attrs(status="failed")
-    except Exception:  # noqa: BLE001 - best effort while already failing
-        pass

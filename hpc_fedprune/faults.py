@@ -8,14 +8,16 @@ a client's local training; ``reduce``: before the round's collective; ``write``:
 ``checkpoint``: after the new checkpoint file is written, before it replaces the old).
 ``action=raise`` (default) raises an exception, as a bug would; ``action=kill`` sends
 SIGKILL to the process, as an out-of-memory kill or a node failure would; ``action=term``
-sends SIGTERM, as Slurm does before a time limit. Unset (the normal case) it costs one
-``None`` check per call.
+sends SIGTERM, as Slurm does before a time limit; ``action=sleep`` waits ``seconds`` (default
+30), a round that takes long, for tests that signal a run in the middle of one. Unset (the
+normal case) it costs one ``None`` check per call.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 _SPEC = os.environ.get("HPC_FEDPRUNE_FAULT")
 
@@ -42,6 +44,9 @@ def maybe_fail(point: str, rank: int, round_index: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "term":
         os.kill(os.getpid(), signal.SIGTERM)
+        return
+    if action == "sleep":
+        time.sleep(float(FAULT.get("seconds", 30)))
         return
     raise RuntimeError(
         f"injected fault (HPC_FEDPRUNE_FAULT) at {point}, rank {rank}, round {round_index}"

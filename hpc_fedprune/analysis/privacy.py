@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from .runfile import read_table
 from .tables import write_csv
 
 SOURCES = (("run", "run.h5"), ("privacy command", "privacy.h5"))
@@ -24,12 +24,10 @@ def read_privacy(run_file: Path) -> list[dict]:
         path = Path(run_file) if source == "run" else Path(run_file).parent / name
         if not path.is_file():
             continue
-        with h5py.File(path, "r") as f:
-            if "privacy" not in f:
-                continue
-            g = f["privacy"]
-            n = min(g[k].shape[0] for k in g)  # a crash mid-append leaves one row shorter
-            columns = {k: g[k][:n] for k in g}
+        columns = read_table(path, "privacy")  # cut to the shortest column
+        if not columns:
+            continue
+        n = min(len(v) for v in columns.values())
         for i in range(n):
             row = {"source": source}
             for key, values in columns.items():

@@ -10,12 +10,23 @@ than ``rounds_planned``, and a crash between two writes can leave one dataset a 
 than its siblings. Every group is therefore cut to the shortest of its datasets, the same
 way everywhere, so that row i means the same round in every array.
 
+A file may also be damaged or forged. HDF5 reads chunks that were never written as
+zeros, so a dataset's shape alone could make a read allocate any amount: every read is
+first checked against the bytes the file really stores for the dataset (`_check_holds`),
+sizes that attributes claim are checked against the data they describe, and a file that
+fails a check is refused with an `InputError` (exit status 2) naming the file.
+
+This is the one reader of run files in the package: the command line's summary line, the
+``privacy`` command, ``analyze``/``compare`` and the run directory's resume all read
+through it (the checkpoint's own group is read by ``store/checkpoint.py``).
+
 Only numpy and h5py are imported: the analysis must start fast and run on a laptop
 without torch or MPI.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -36,6 +47,10 @@ RUN_FILE_NAME = "run.h5"
 # Datasets inside /masks and /clients/masks that index the rows instead of holding a tensor.
 _MASK_INDEX_NAMES = frozenset({"rounds"})
 _CLIENT_MASK_INDEX_NAMES = frozenset({"round", "client"})
+# The most a filtered (compressed) chunk can expand: deflate's limit is about 1032:1.
+_MAX_EXPANSION = 1100
+# Dataset kinds read into numpy arrays: numbers, booleans, fixed-length bytes.
+_READABLE_KINDS = frozenset("biufcS")
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,21 @@ class Run:
     client_mask_rows: int = 0
 
     @property
+    def heartbeat(self) -> _dt.datetime | None:
+        """UTC time of the run's last write to the file (a completed round, a status).
+
+        None for files written before the attribute existed, or with an unreadable value.
+        """
+        text = self.attrs.get("heartbeat")
+        if not isinstance(text, str):
+            return None
+        try:
+            stamp = _dt.datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return stamp if stamp.tzinfo else stamp.replace(tzinfo=_dt.timezone.utc)
+
+    @property
     def run_dir(self) -> Path:
         """The run directory (the folder holding ``run.h5``)."""
         return self.path.parent
@@ -251,29 +281,65 @@ class Run:
             if "partition" not in f:
                 return None
             g = f["partition"]
-            return {k: np.asarray(g[k][()]) for k in ("sizes", "label_counts") if k in g}
+            return {k: _read(self.path, g[k]) for k in ("sizes", "label_counts") if k in g}
 
     def final_model(self) -> tuple[np.ndarray, np.ndarray | None] | None:
-        """The final global weights (float32) and their mask (bool), or None if absent."""
+        """The final global weights (float32) and their mask (bool), or None if absent.
+
+        Raises
+        ------
+        InputError
+            The weights are not a vector the file holds, or the mask's ``numel`` does not
+            match its packed bits or the weights.
+        """
         with _open(self.path) as f, _reading(self.path):
             if "model/flat" not in f:
                 return None
-            flat = np.asarray(f["model/flat"][()])
+            ds = _dataset(self.path, f, "model/flat")
+            if ds.ndim != 1 or ds.dtype.kind != "f":
+                raise InputError(
+                    f"{self.path}: /model/flat is {ds.dtype} of shape {ds.shape}, "
+                    "not a vector of weights"
+                )
+            flat = _read(self.path, ds)
             mask = None
             if "model/mask" in f:
-                ds = f["model/mask"]
-                numel = int(ds.attrs.get("numel", flat.size))
-                mask = np.unpackbits(np.asarray(ds[()]), count=numel).astype(bool)
+                ds = _dataset(self.path, f, "model/mask")
+                packed = _read(self.path, ds).reshape(-1)
+                numel = _opt_int(_plain(ds.attrs.get("numel", flat.size)))
+                if numel != flat.size or not 8 * len(packed) - 8 < numel <= 8 * len(packed):
+                    raise InputError(
+                        f"{self.path}: /model/mask claims {numel!r} entries in "
+                        f"{len(packed)} packed bytes for {flat.size} weights"
+                    )
+                mask = np.unpackbits(packed, count=numel).astype(bool)
             return flat, mask
 
     def _read_group(self, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
         with _open(self.path) as f, _reading(self.path):
             if name not in f:
                 return None
-            g = f[name]
-            present = [k for k in keys if k in g]
-            n = min((g[k].shape[0] for k in present), default=0)
-            return {k: np.asarray(g[k][:n]) for k in present}
+            return _read_columns(self.path, f[name], keys)
+
+
+def read_table(path: str | Path, group: str) -> dict[str, np.ndarray] | None:
+    """The 1-D datasets of one group of any HDF5 file, cut to a common length.
+
+    For files beside a run that are not run files themselves (``privacy.h5``). Reads are
+    bounded as in `load_run`. Returns None when the group is absent.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or inconsistent file (one line naming it).
+    """
+    file_path = Path(path)
+    with _open(file_path) as f, _reading(file_path):
+        if group not in f or not isinstance(f[group], h5py.Group):
+            return None
+        g = f[group]
+        names = tuple(k for k, v in g.items() if isinstance(v, h5py.Dataset) and v.ndim == 1)
+        return _read_columns(file_path, g, names)
 
 
 def resolve_run_path(path: str | Path) -> Path:
@@ -319,7 +385,7 @@ def load_run(path: str | Path) -> Run:
     with _open(file_path) as f, _reading(file_path):
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         version = _check_format_version(file_path, attrs)
-        metrics = _read_metrics(f)
+        metrics = _read_metrics(file_path, f)
         tensor_order = _model_tensor_order(f)
         mask_tensors, mask_rounds = _read_mask_index(file_path, f, tensor_order)
         client_tensors, client_rows = _read_client_mask_index(file_path, f, tensor_order)
@@ -379,6 +445,60 @@ class _open:
             self.file.close()
 
 
+def _dataset(path: Path, f: h5py.File, name: str) -> h5py.Dataset:
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise InputError(f"{path}: /{name} is not a dataset")
+    return obj
+
+
+def _check_holds(path: Path, ds: h5py.Dataset, rows: int | None = None) -> int:
+    """Refuse a dataset whose first ``rows`` rows (all by default) the file does not hold.
+
+    A chunk that was never written reads as fill values, so a shape alone proves nothing:
+    the bytes to be read must be within what the dataset stores (times the most a filter
+    can expand them), plus one chunk of slack for the last row of a crashed append, and
+    what it stores must be within the file. Returns the number of rows.
+    """
+    if ds.dtype.kind not in _READABLE_KINDS or ds.dtype.itemsize == 0:
+        raise InputError(f"{path}: {ds.name} has type {ds.dtype}, not numbers")
+    total = ds.shape[0] if ds.shape else 1
+    n = total if rows is None else min(rows, total)
+    claimed = n * math.prod(ds.shape[1:]) * ds.dtype.itemsize
+    stored = ds.id.get_storage_size()
+    file_size = path.stat().st_size
+    if stored > file_size:
+        raise InputError(
+            f"{path}: {ds.name} claims {stored} stored bytes in a file of {file_size} bytes "
+            "(damaged or forged)"
+        )
+    filtered = ds.chunks is not None and ds.id.get_create_plist().get_nfilters() > 0
+    slack = 0
+    if ds.chunks is not None:
+        slack = min(math.prod(ds.chunks) * ds.dtype.itemsize, max(file_size, 1 << 20))
+    if claimed > stored * (_MAX_EXPANSION if filtered else 1) + slack:
+        raise InputError(
+            f"{path}: {ds.name} claims {n} rows ({claimed} bytes) but the file holds "
+            f"{stored} bytes of it (damaged or forged)"
+        )
+    return n
+
+
+def _read(path: Path, ds: h5py.Dataset, rows: int | None = None) -> np.ndarray:
+    """The first ``rows`` rows of a dataset (all by default), checked by `_check_holds`."""
+    n = _check_holds(path, ds, rows)
+    if not ds.shape:
+        return np.asarray(ds[()])
+    return np.asarray(ds[:n])
+
+
+def _read_columns(path: Path, g: h5py.Group, keys) -> dict[str, np.ndarray]:
+    """Datasets ``keys`` of a group (those present), cut to the shortest, bounded reads."""
+    present = [k for k in keys if k in g and isinstance(g[k], h5py.Dataset) and g[k].ndim >= 1]
+    n = min((_check_holds(path, g[k]) for k in present), default=0)
+    return {k: _read(path, g[k], n) for k in present}
+
+
 class _reading:
     """Turn low-level read failures inside a block into InputError naming the file."""
 
@@ -390,11 +510,14 @@ class _reading:
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
         # OSError is what h5py raises for unreadable chunks or metadata; KeyError for a
-        # dangling link. Our own InputError passes through unchanged.
+        # dangling link; MemoryError is the last line of defence behind the size checks.
+        # Our own InputError passes through unchanged.
         if exc_type is not None and issubclass(exc_type, (OSError, KeyError)):
             raise InputError(
                 f"{self.path}: cannot read (truncated or corrupt?): {_one_line(exc)}"
             ) from exc
+        if exc_type is not None and issubclass(exc_type, MemoryError):
+            raise InputError(f"{self.path}: too large to read into memory") from exc
         return False
 
 
@@ -440,14 +563,17 @@ def _check_format_version(path: Path, attrs: dict[str, Any]) -> int:
     return version
 
 
-def _read_metrics(f: h5py.File) -> dict[str, np.ndarray]:
+def _read_metrics(path: Path, f: h5py.File) -> dict[str, np.ndarray]:
     if "metrics" not in f:
         return {}
     group = f["metrics"]
-    datasets = {k: v for k, v in group.items() if isinstance(v, h5py.Dataset) and len(v.shape) == 1}
-    n = min((ds.shape[0] for ds in datasets.values()), default=0)
+    names = [
+        k
+        for k, v in group.items()
+        if isinstance(v, h5py.Dataset) and v.ndim == 1 and v.dtype.kind in "biuf"
+    ]
     # Cut to the shortest: a crash between appends leaves some metrics a row ahead.
-    metrics = {k: np.asarray(ds[:n]) for k, ds in datasets.items()}
+    metrics = _read_columns(path, group, names)
     if "round" in metrics:
         # Put `round` first so that tables built from this dict start with it.
         metrics = {"round": metrics.pop("round"), **metrics}
@@ -512,9 +638,11 @@ def _read_mask_index(
         k for k, v in group.items() if isinstance(v, h5py.Dataset) and k not in _MASK_INDEX_NAMES
     ]
     tensors = tuple(_tensor_info(path, group[n], n) for n in _ordered(names, order))
-    rounds = np.asarray(group["rounds"][()], dtype=np.int64)
+    rounds = _read(path, group["rounds"]).astype(np.int64).reshape(-1)
     # A crash mid-record leaves `rounds` or some tensor a row ahead: use the common length.
     n = min([len(rounds), *(group[t.name].shape[0] for t in tensors)])
+    for t in tensors:
+        _check_holds(path, group[t.name], n)  # mask records are read later, one at a time
     return tensors, rounds[:n]
 
 
@@ -534,9 +662,11 @@ def _read_client_mask_index(
     tensors = tuple(_tensor_info(path, group[n], n) for n in _ordered(names, order))
     n = min(
         [
-            group["round"].shape[0],
-            group["client"].shape[0],
+            _check_holds(path, group["round"]),
+            _check_holds(path, group["client"]),
             *(group[t.name].shape[0] for t in tensors),
         ]
     )
+    for t in tensors:
+        _check_holds(path, group[t.name], n)
     return tensors, n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 from dataclasses import dataclass, field
 
@@ -172,8 +173,34 @@ def _total(metrics: dict[str, np.ndarray], key: str) -> float:
     return float(np.sum(values, dtype=np.float64)) if values is not None else NAN
 
 
-def status_text(status: str, rounds_done: int) -> str:
-    """The run's status in words, e.g. ``"interrupted at round 12"``."""
+#: A run whose status is ``running`` but whose heartbeat is older than both of these has
+#: stopped writing: it crashed or was killed (OOM, node failure, kill -9, a second Ctrl-C
+#: under mpiexec), none of which lets it change its status.
+STALE_AFTER_S = 600.0
+STALE_AFTER_ROUNDS = 5
+
+
+def stale_after(slowest_round_s: float) -> float:
+    """Seconds without a heartbeat after which a ``running`` run counts as crashed or killed.
+
+    The larger of `STALE_AFTER_S` and `STALE_AFTER_ROUNDS` times the slowest round so far
+    (a run writes its heartbeat after every round).
+    """
+    rounds = STALE_AFTER_ROUNDS * slowest_round_s if math.isfinite(slowest_round_s) else 0.0
+    return max(STALE_AFTER_S, rounds)
+
+
+def status_text(
+    status: str,
+    rounds_done: int,
+    heartbeat_age_s: float | None = None,
+    slowest_round_s: float = NAN,
+) -> str:
+    """The run's status in words, e.g. ``"interrupted at round 12"``.
+
+    ``heartbeat_age_s`` (seconds since the run last wrote its file; None for files without
+    a heartbeat) tells a running run from one that crashed or was killed (`stale_after`).
+    """
     if status == "finished":
         return "finished"
     if status == "interrupted":
@@ -181,9 +208,22 @@ def status_text(status: str, rounds_done: int) -> str:
     if status == "failed":
         return f"failed after round {rounds_done}"
     if status == "running":
-        # A killed job (OOM, node failure, kill -9) never gets to change the attribute.
-        return "running (or killed, if no job is running it)"
+        if heartbeat_age_s is None:
+            # A killed job (OOM, node failure, kill -9) never gets to change the attribute.
+            return "running (or killed, if no job is running it)"
+        ago = format_duration(max(heartbeat_age_s, 0.0))
+        if heartbeat_age_s > stale_after(slowest_round_s):
+            return f"crashed or killed after round {rounds_done} (no heartbeat for {ago})"
+        return f"running (round {rounds_done} written {ago} ago)"
     return f"status {status!r} at round {rounds_done}"
+
+
+def heartbeat_age(run: Run, now: _dt.datetime | None = None) -> float | None:
+    """Seconds since the run's heartbeat (None without one)."""
+    if run.heartbeat is None:
+        return None
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return (now - run.heartbeat).total_seconds()
 
 
 def best_and_final(
@@ -206,13 +246,15 @@ def best_and_final(
     return float(values[pick]), int(rounds[pick]), float(values[last]), int(rounds[last])
 
 
-def summarize(run: Run) -> Summary:
+def summarize(run: Run, now: _dt.datetime | None = None) -> Summary:
     """The headline numbers of a run, from its metrics (masks are not read).
 
     Parameters
     ----------
     run : Run
         A loaded run.
+    now : datetime, optional
+        The time to measure the heartbeat's age against (default: now, UTC).
 
     Returns
     -------
@@ -240,7 +282,9 @@ def summarize(run: Run) -> Summary:
         rounds_done=run.rounds_done,
         rounds_planned=run.rounds_planned,
         status=run.status,
-        status_text=status_text(run.status, run.rounds_done),
+        status_text=status_text(
+            run.status, run.rounds_done, heartbeat_age(run, now), _slowest(m.get("wall_s"))
+        ),
         quality=q,
         best=best,
         best_round=best_round,
@@ -268,6 +312,12 @@ def _row_of(rounds: np.ndarray, rnd: int | None) -> int | None:
         return None
     hits = np.flatnonzero(np.asarray(rounds) == rnd)
     return int(hits[-1]) if hits.size else None
+
+
+def _slowest(wall_s: np.ndarray | None) -> float:
+    if wall_s is None or not len(wall_s):
+        return NAN
+    return float(np.nanmax(wall_s)) if np.isfinite(wall_s).any() else NAN
 
 
 def _int_or_none(v: object) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import math
 import types
 import typing
 from pathlib import Path
@@ -159,6 +160,9 @@ def check_value(path: str, value: Any, hint: Any, meta: dict) -> Any:
     lo, hi = meta.get("min"), meta.get("max")
     numbers = value if isinstance(value, tuple) else (value,)
     for v in numbers:
+        if isinstance(v, float) and not math.isfinite(v):
+            # NaN compares false with every bound, so it would pass any range check.
+            raise InputError(f"{path}: {v!r} is not a finite number")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and (v < lo or (meta.get("min_exclusive") and v == lo)):
                 relation = ">" if meta.get("min_exclusive") else ">="
@@ -212,7 +216,8 @@ def coerce(path: str, value: Any, hint: Any) -> Any:
 
 
 def check_consistency(config: Config) -> None:
-    """Checks that involve several keys."""
+    """Checks that involve several keys, or a key's text beyond its type."""
+    check_output_name(config.output.name)
     fed, part = config.federation, config.partition
     cohort = fed.clients_per_round
     if cohort == 0 and fed.fraction == 0.0:
@@ -250,6 +255,60 @@ def check_installed(config: Config) -> None:
             "output.tensorboard: the tensorboard package is not installed "
             "(pip install 'hpc_fedprune[tensorboard]'), or set output.tensorboard=false"
         )
+
+
+def check_output_name(name: str) -> None:
+    """``output.name`` becomes one folder name under ``runs/``: no paths, no escapes."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise InputError(
+            f"output.name: {name!r} must be a plain folder name (no path separators, "
+            "not '.' or '..'); give a path with --out or output.dir"
+        )
+
+
+#: Stands for a key that one of two compared configs does not have.
+ABSENT = object()
+
+
+def config_differences(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """The keys whose values differ between two configs as read from YAML.
+
+    Both are resolved first (defaults filled in), so a key left out of one and given its
+    default in the other is no difference. A mapping that no longer builds (a config
+    written by another version) is compared as it is.
+
+    Returns
+    -------
+    list of (key, value in a, value in b)
+        Dotted keys in the order of the config's sections; `ABSENT` where a side lacks one.
+    """
+    flat_a, flat_b = _flat(_resolved(a)), _flat(_resolved(b))
+    keys = list(dict.fromkeys([*flat_a, *flat_b]))
+    return [
+        (k, flat_a.get(k, ABSENT), flat_b.get(k, ABSENT))
+        for k in keys
+        if flat_a.get(k, ABSENT) != flat_b.get(k, ABSENT)
+    ]
+
+
+def _resolved(raw: Any) -> Any:
+    try:
+        config = build(Config, raw, "")
+    except InputError:
+        return raw
+    return to_dict(config)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix.rstrip("."): tree} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 def cohort_size(config: Config) -> int:

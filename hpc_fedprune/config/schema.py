@@ -518,7 +518,9 @@ class CommConfig:
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str | None = option(None, "run directory (default runs/<name>-<timestamp>)")
-    name: str = option("quickstart", "experiment name, used in the default run directory")
+    name: str = option(
+        "quickstart", "experiment name, the folder name in the default run directory (no /)"
+    )
     progress: bool = option(True, "print one progress line per round on rank 0")
     record_masks: bool = option(True, "write the global mask to /masks whenever it changes")
     record_client_masks: bool = option(True, "write client-local masks to /clients/masks")

@@ -11,13 +11,17 @@ Formats
     content, not the name).
     CIFAR python batches: pickled dicts with ``data`` (N x 3072 uint8, channel-major) and
     ``labels`` / ``fine_labels`` / ``coarse_labels``; written by Python 2, so keys load as
-    bytes. Pickles can run code when loaded: read only files from a trusted source.
+    bytes. A pickle can name any function to call while it loads, so these are read with
+    a restricted unpickler (`CifarUnpickler`) that builds only dicts, lists, numbers,
+    strings and numpy arrays of numbers: a planted file is refused, never run.
     npz / HDF5: named arrays at the top level of the file.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib
+import io
 import os
 import pickle
 from collections.abc import Iterable, Sequence
@@ -49,9 +53,17 @@ def candidate_dirs(
     ``root`` and ``root/<name>`` when a root is given, then ``$HPC_FEDPRUNE_DATA/<name>``,
     the ``system`` folders (where a distribution package installs the data),
     ``~/.cache/hpc_fedprune/<name>`` and ``./data/<name>``. Duplicates are dropped.
+
+    Raises
+    ------
+    InputError
+        ``root`` is given but is not a folder: a root the user named must never be
+        silently replaced by a copy found elsewhere.
     """
     dirs: list[Path] = []
     if root is not None:
+        if not Path(root).expanduser().is_dir():
+            raise InputError(f"data.root: {root} is not an existing folder")
         dirs += [Path(root), Path(root) / name]
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]) / name)
@@ -114,12 +126,74 @@ def _read_maybe_gzipped(path: Path) -> bytes:
     return raw
 
 
+def _numpy_attr(name: str):
+    """``numpy._core.multiarray._reconstruct`` and the like, under numpy 2 and numpy 1."""
+    module, _, attr = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module.replace("numpy.core", "numpy._core")), attr)
+    except ImportError:
+        return getattr(importlib.import_module(module.replace("numpy._core", "numpy.core")), attr)
+
+
+def _latin1_encode(text, encoding="latin1"):
+    # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(str, "latin1").
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("_codecs.encode is admitted for latin1 text only")
+    return text.encode("latin1")
+
+
+def _plain_dtype(*args):
+    dtype = np.dtype(*args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("arrays of Python objects are not admitted")
+    return dtype
+
+
+# What a CIFAR batch may name: numpy's array and scalar reconstruction (numpy 1 and 2,
+# pickle protocols 2-5) and latin1 bytes. Nothing else can be called while loading.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: _plain_dtype,
+    ("_codecs", "encode"): lambda: _latin1_encode,
+    **{
+        (f"numpy.{core}.{module}", name): (
+            lambda core=core, module=module, name=name: _numpy_attr(f"numpy.{core}.{module}.{name}")
+        )
+        for core in ("core", "_core")
+        for module, name in (
+            ("multiarray", "_reconstruct"),
+            ("multiarray", "scalar"),
+            ("numeric", "_frombuffer"),
+        )
+    },
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what the CIFAR python batches hold.
+
+    Dicts, lists, tuples, numbers, strings and bytes need no globals; numpy arrays of
+    numbers need the few in ``_CIFAR_GLOBALS``. Any other global (``os.system``,
+    ``builtins.eval``, a class with a ``__reduce__``) raises ``UnpicklingError``.
+    """
+
+    def find_class(self, module: str, name: str):
+        make = _CIFAR_GLOBALS.get((module, name))
+        if make is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not admitted in a data file")
+        return make()
+
+
+def load_cifar_pickle(data: bytes):
+    """Unpickle CIFAR batch bytes with `CifarUnpickler` (Python 2 strings as bytes)."""
+    return CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
 def read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python batch: images ``N x 3 x 32 x 32`` uint8 and int64 labels."""
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        batch = load_cifar_pickle(path.read_bytes())
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
         raise InputError(f"{path}: not a CIFAR python batch ({e})") from None
     if not isinstance(batch, dict):
         raise InputError(f"{path}: not a CIFAR python batch (no dict inside)")

@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 import yaml
 
+from ..analysis.runfile import load_run
 from ..config import Config, to_yaml
 from ..config.load import build, check_consistency, parse_override, set_dotted
 from ..errors import InputError
@@ -42,17 +43,15 @@ def run_file_path(path: str | Path) -> Path:
 
 def read_saved_run(path: Path, overrides: list[str]) -> tuple[Config, np.ndarray, int]:
     """The run's config (with attack-setting overrides), final weights and last round."""
-    try:
-        with h5py.File(path, "r") as f:
-            text = f.attrs.get("config")
-            weights = f["model/flat"][...] if "model/flat" in f else None
-            rounds_done = int(f.attrs.get("rounds_done", 0))
-    except OSError as exc:
-        raise InputError(f"cannot read run file {path}: {exc}") from None
-    if text is None:
+    run = load_run(path)  # bounded reads; InputError for a damaged or foreign file
+    text = run.attrs.get("config")
+    model = run.final_model()
+    rounds_done = int(run.attrs.get("rounds_done", 0))
+    if not isinstance(text, str):
         raise InputError(f"{path} holds no config attribute: not a run file of this program")
-    if weights is None:
+    if model is None:
         raise InputError(f"{path} holds no final model (/model/flat): the run did not finish")
+    weights = model[0]
     raw = yaml.safe_load(text) or {}
     for item in overrides:
         key, value = parse_override(item)

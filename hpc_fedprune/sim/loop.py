@@ -20,7 +20,6 @@ rank 0 writes the round to run.h5 and metrics.jsonl
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import dataclass, field, replace
@@ -33,16 +32,14 @@ from ..algorithms.base import GlobalModel, RoundContext, ServerState
 from ..client_state.homes import ClientStates
 from ..comm.wire import round_to_wire_
 from ..comm.world import World
-from ..config import Config, to_yaml
+from ..config import Config
 from ..exchange import accounting
 from ..exchange.accumulate import ExactAccumulator
 from ..exploration.phase import include_cost, run_exploration
 from ..faults import maybe_fail
 from ..privacy import PrivacyEvaluator
-from ..store import RunFile
-from ..store.checkpoint import Checkpoint, write_checkpoint
-from ..store.cost import write_model_cost
-from ..store.exploration import write_exploration
+from ..store.checkpoint import Checkpoint
+from ..store.rundir import RunDir
 from ..store.tensorboard import log_round
 from ..training.clients import ClientTrainer
 from ..training.evaluate import evaluate, score_names
@@ -105,10 +102,10 @@ def run_rounds(
     """
     fed, algorithm = config.federation, setup.algorithm
     engine = build_engine(config, world, setup)
-    runfile = RunFile(out_dir / "run.h5") if world.is_root else None
+    rundir = RunDir(out_dir) if world.is_root else None
     # The global model before round 1 (or after the checkpoint's round), on every rank;
     # the server's state on rank 0.
-    current, server, first = start_model(config, world, engine, runfile, out_dir, resume)
+    current, server, first = start_model(config, world, engine, rundir, resume)
     start_time = time.perf_counter()
     last: dict[str, float] = {}
     for rnd in range(first, fed.rounds + 1):
@@ -142,7 +139,7 @@ def run_rounds(
         t_round += attack_s  # the round's wall_s leaves membership attacks out
         if world.is_root:
             last = record_round(
-                config, setup, runfile, out_dir, rnd, gathered, scores, local_acc, current,
+                config, setup, rundir, rnd, gathered, scores, local_acc, current,
                 previous_mask, method_metrics, attacked, bytes_down,
                 time.perf_counter() - t_round,
             )  # fmt: skip
@@ -153,10 +150,10 @@ def run_rounds(
         if stopping or (every and rnd % every == 0 and rnd < fed.rounds):
             client_state = engine.states.gather()  # collective: every client's state to rank 0
             if world.is_root:
-                write_checkpoint(out_dir, snapshot(rnd, current, server, client_state))
+                rundir.write_checkpoint(snapshot(rnd, current, server, client_state))
         if stopping:
             if world.is_root:
-                runfile.set_attrs(status="interrupted")
+                rundir.mark("interrupted")
                 print(
                     f"stopped by signal after round {rnd}; checkpoint written, resume with: "
                     f"python -m hpc_fedprune run --resume {out_dir}",
@@ -165,11 +162,11 @@ def run_rounds(
             engine.states.close()
             return RunResult(out_dir, rnd, last, stopped=True)
     if world.is_root:
-        runfile.write_model(
+        rundir.finish(
             current.weights.cpu().numpy(),
             None if current.mask is None else current.mask.cpu().numpy(),
+            wall_s=time.perf_counter() - start_time,
         )
-        runfile.set_attrs(status="finished", wall_s=time.perf_counter() - start_time)
     engine.states.close()
     return RunResult(out_dir, fed.rounds, last)
 
@@ -192,7 +189,7 @@ def build_engine(config: Config, world: World, setup: Setup) -> Engine:
     )
 
 
-def start_model(config, world, engine, runfile, out_dir, resume):
+def start_model(config, world, engine, rundir, resume):
     """The global model every rank starts from, rank 0's server state and the first round.
 
     A new run explores (AutoFLIP), draws the initial mask from rank 0's view and writes
@@ -231,9 +228,9 @@ def start_model(config, world, engine, runfile, out_dir, resume):
         engine.states.restore(resume.clients if world.is_root else None)
         return current, server, resumed_round + 1
     if world.is_root:
-        create_outputs(config, world, setup, runfile, out_dir, devices)
+        rundir.create(config, setup, world.size, devices)
         if exploration is not None:
-            write_exploration(runfile.path, algorithm.exploration_record(exploration))
+            rundir.write_exploration(algorithm.exploration_record(exploration))
     return current, server, 1
 
 
@@ -331,7 +328,7 @@ def evaluate_round(config, world, engine, current, rnd):
 
 
 def record_round(
-    config, setup, runfile, out_dir, rnd, gathered, scores, local_acc, current, previous_mask,
+    config, setup, rundir, rnd, gathered, scores, local_acc, current, previous_mask,
     method_metrics, attacked, bytes_down, wall_s,
 ):  # fmt: skip
     """Rank 0: the round's metrics row, written with its records; returns the row."""
@@ -346,12 +343,14 @@ def record_round(
     mask_changed = current.mask is not None and (
         rnd == 1 or previous_mask is None or not torch.equal(previous_mask, current.mask)
     )
-    write_round(runfile, out_dir, rnd, last, rows, current, setup, setup.algorithm, config,
-                mask_changed)  # fmt: skip
+    algorithm = setup.algorithm
+    mask_record = None
+    if algorithm.prunes and config.output.record_masks and mask_changed:
+        mask_record = tensor_masks(setup.model, algorithm.prunable, current.mask)
+    layers = setup.cost.layer_rows(current.mask)
+    rundir.append_round(last, rows, mask=mask_record, layers=layers, privacy=attacked or ())
     if config.output.tensorboard:
-        log_round(out_dir, rnd, last)
-    if attacked:
-        runfile.append_privacy(attacked)
+        log_round(rundir.path, rnd, last)
     return last
 
 
@@ -459,65 +458,6 @@ def client_metric_means(rows: list[ClientRecord]) -> dict[str, float]:
         total = sum(n for n, _ in pairs)
         out[name] = float(sum(n * v for n, v in pairs) / total) if total else float("nan")
     return out
-
-
-def create_outputs(config, world, setup, runfile, out_dir, devices):
-    """Rank 0: the run directory, config.yaml and the new run file."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(to_yaml(config))
-    (out_dir / "metrics.jsonl").write_text("")
-    ds = setup.dataset
-    runfile.create(
-        attrs={
-            "config": to_yaml(config),
-            "seed": config.runtime.seed,
-            "world_size": world.size,
-            "algorithm": setup.algorithm.name,
-            "dataset": ds.name,
-            "model": config.model.name,
-            "task": ds.task,
-            "num_clients": config.partition.num_clients,
-            "rounds_planned": config.federation.rounds,
-            "device": setup.device,
-            "devices": json.dumps(devices),
-        },
-        layout=setup.model.layout,
-        prunable=setup.algorithm.prunable.cpu().numpy(),
-        partition={k: np.asarray(v) for k, v in setup.stats.items()},
-    )
-    write_model_cost(runfile.path, setup.cost, ds.input_shape)
-
-
-def write_round(
-    runfile, out_dir, rnd, metrics, rows, current, setup, algorithm, config, mask_changed
-):
-    """Rank 0: append the round to run.h5 and metrics.jsonl (the mask only when it changed)."""
-    mask_record = None
-    if algorithm.prunes and config.output.record_masks and mask_changed:
-        mask_record = (rnd, tensor_masks(setup.model, algorithm.prunable, current.mask))
-    uplink = (
-        np.full(len(rows), rnd),
-        np.array([r.client for r in rows]),
-        np.array([r.bytes_up for r in rows]),
-    )
-    client_masks = [(rnd, r.client, r.mask) for r in rows if r.mask is not None]
-    runfile.append_round(
-        metrics,
-        mask_record=mask_record,
-        uplink=uplink,
-        client_masks=client_masks,
-        layers=setup.cost.layer_rows(current.mask),
-    )
-    with open(out_dir / "metrics.jsonl", "a") as fh:
-        fh.write(
-            json.dumps(
-                {
-                    k: (None if isinstance(v, float) and np.isnan(v) else v)
-                    for k, v in metrics.items()
-                }
-            )
-            + "\n"
-        )
 
 
 def human_bytes(n: float) -> str:

@@ -1,14 +1,17 @@
 """Graceful stop on SIGTERM, SIGUSR1 (Slurm's warnings before a time limit or preemption)
 and SIGINT (a person at a terminal): finish the round, checkpoint, exit with 75.
 
-A handler only sets a flag; the loop asks all ranks at the end of every round whether
-any of them was signalled (one small allreduce), so every rank stops after the same
-round even when the signal reached only some of them.
+A handler only sets a flag (and calls ``on_first`` once: rank 0 marks the run file
+``interrupted`` at once, in case the job is killed before the round ends); the loop asks
+all ranks at the end of every round whether any of them was signalled (one small
+allreduce), so every rank stops after the same round even when the signal reached only
+some of them.
 """
 
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 
 EXIT_REQUEUE = 75  # EX_TEMPFAIL: "try again later"; the job scripts requeue on it
 
@@ -16,16 +19,27 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class StopFlag:
-    """Set by a stop signal; installed for the duration of a run."""
+    """Set by a stop signal; installed for the duration of a run.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    on_first : callable, optional
+        Called (no arguments) when the first stop signal arrives, from the handler.
+    """
+
+    def __init__(self, on_first: Callable[[], object] | None = None) -> None:
         self.signum: int | None = None
+        self._on_first = on_first
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C stops at once
+            return
         self.signum = signum
+        if self._on_first is not None:
+            self._on_first()
 
     def install(self) -> StopFlag:
         for sig in STOP_SIGNALS:

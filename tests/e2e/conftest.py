@@ -8,6 +8,7 @@ import sys
 import h5py
 import numpy as np
 
+from hpc_fedprune.analysis import load_run
 from tests.helpers import REPO, child_env
 
 # Small enough for a few seconds per run on one core, big enough to learn something.
@@ -32,15 +33,21 @@ WORLD_DEPENDENT = {"wall_s", "mpi_bytes"}
 
 
 def read_run(path) -> dict:
-    """Model bytes, metrics (per-layer ones included) and root attributes of a run file."""
+    """Model bytes, metrics (per-layer ones included) and root attributes of a run file.
+
+    Read through `load_run`, except the per-layer metrics, which it does not expose.
+    """
+    run = load_run(path)
+    model = run.final_model()
     with h5py.File(path, "r") as f:
         layers = f["metrics_layers"] if "metrics_layers" in f else {}
-        return {
-            "flat": f["model/flat"][...].tobytes(),
-            "metrics": {k: f["metrics"][k][...] for k in f["metrics"]},
-            "layers": {k: layers[k][...] for k in layers},
-            "attrs": dict(f.attrs),
-        }
+        per_layer = {k: layers[k][...] for k in layers}
+    return {
+        "flat": None if model is None else model[0].tobytes(),
+        "metrics": run.metrics,
+        "layers": per_layer,
+        "attrs": run.attrs,
+    }
 
 
 def assert_same_results(a: dict, b: dict) -> None:

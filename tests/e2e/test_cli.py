@@ -80,7 +80,7 @@ def test_help_on_every_command():
     [
         (["run", "federation.round=2"], "unknown config key 'federation.round'"),
         (["run", "--config", "/nonexistent.yaml"], "cannot read config file"),
-        (["run", "data.name=cifar10", "data.root=/nonexistent"], "cifar10"),
+        (["run", "data.name=cifar10", "data.root=/nonexistent"], "data.root: /nonexistent"),
         (["run", "federation.clients_per_round=100"], "larger than partition.num_clients"),
         (["frobnicate"], "invalid choice"),
     ],

@@ -17,7 +17,7 @@ from hpc_fedprune.analysis.figures import (
     uplink_vs_dense,
 )
 from hpc_fedprune.analysis.summary import end_of_run_line
-from hpc_fedprune.cli import summary_line
+from hpc_fedprune.store.rundir import RunDir
 from tests.helpers import REPO
 from tests.unit.runfile_factory import default_metrics, write_run
 
@@ -47,7 +47,7 @@ def test_end_line_analyze_and_compare_print_the_same_traffic_vs_dense(
     tmp_path: Path, capsys
 ) -> None:
     run_dir = write_run(tmp_path / "r", metrics=_lopsided(), masks={})
-    line = summary_line(run_dir)
+    line = RunDir(run_dir).summary_line()
     assert line == end_of_run_line(load_run(run_dir))
     # final = best = round 4's 0.5 + 0.05 * 4; wall time: 4 rounds x 1.5 s.
     assert line == (

@@ -193,3 +193,47 @@ def test_analysis_imports_neither_torch_nor_mpi4py() -> None:
     )
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=60)
+
+
+# --- untrusted files: reads bounded by what the file holds ---------------------------
+
+
+def test_metrics_claiming_more_rows_than_stored_are_refused(tmp_path: Path) -> None:
+    h5 = write_run(tmp_path / "r") / "run.h5"
+    with h5py.File(h5, "a") as f:
+        f["metrics/test_loss"].resize((10**10,))  # 74.5 GiB if read; nothing stored
+    with pytest.raises(InputError, match=r"metrics/test_loss claims 10000000000 rows"):
+        load_run(h5)
+
+
+def test_a_row_resized_but_not_written_by_a_crash_is_still_read(tmp_path: Path) -> None:
+    h5 = write_run(tmp_path / "r") / "run.h5"
+    with h5py.File(h5, "a") as f:
+        f["metrics/test_loss"].resize((9,))  # the crash came between resize and write
+    assert load_run(h5).num_rounds == 8
+
+
+def test_forged_mask_numel_is_refused(tmp_path: Path) -> None:
+    h5 = write_run(tmp_path / "r") / "run.h5"
+    with h5py.File(h5, "a") as f:
+        f["model/mask"].attrs["numel"] = 10**11  # 93 GiB of booleans if believed
+    with pytest.raises(InputError, match=r"/model/mask claims 100000000000 entries"):
+        load_run(h5).final_model()
+
+
+def test_forged_model_shape_is_refused(tmp_path: Path) -> None:
+    h5 = write_run(tmp_path / "r") / "run.h5"
+    with h5py.File(h5, "a") as f:
+        del f["model/flat"]
+        f.create_dataset("model/flat", shape=(10**10,), dtype=np.float32, chunks=(4096,))
+    with pytest.raises(InputError, match="model/flat claims"):
+        load_run(h5).final_model()
+
+
+def test_forged_mask_record_count_is_refused(tmp_path: Path) -> None:
+    h5 = write_run(tmp_path / "r") / "run.h5"
+    with h5py.File(h5, "a") as f:
+        for name in ("rounds", "conv1.weight", "fc.weight"):
+            f["masks"][name].resize(10**9, axis=0)
+    with pytest.raises(InputError, match="masks/rounds claims"):
+        load_run(h5)

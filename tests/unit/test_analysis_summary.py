@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from hpc_fedprune.analysis import load_run, mask_history, render_summary, summarize
-from hpc_fedprune.analysis.summary import best_and_final, status_text
+from hpc_fedprune.analysis.summary import best_and_final, stale_after, status_text
 from hpc_fedprune.analysis.units import format_bytes, format_duration
 from tests.unit.runfile_factory import default_metrics, write_run
 
@@ -100,3 +102,39 @@ def test_units() -> None:
     assert format_duration(12.34) == "12.3 s"
     assert format_duration(192.4) == "3 min 12 s"
     assert format_duration(3725) == "1 h 02 min"
+
+
+# --- running or crashed: the heartbeat -------------------------------------------------
+
+NOW = dt.datetime(2026, 5, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+
+def _running(tmp_path: Path, age_s: float | None, wall_s: float = 1.5):
+    m = default_metrics(8)
+    m["wall_s"] = np.full(8, wall_s)
+    run_dir = write_run(tmp_path / "r", metrics=m, status="running", rounds_planned=20)
+    if age_s is not None:
+        beat = (NOW - dt.timedelta(seconds=age_s)).isoformat(timespec="seconds")
+        with h5py.File(run_dir / "run.h5", "a") as f:
+            f.attrs["heartbeat"] = np.bytes_(beat.encode())
+    return summarize(load_run(run_dir), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("age_s", "wall_s", "want"),
+    [
+        (30, 1.5, "running (round 8 written 30.0 s ago)"),
+        (599, 1.5, "running (round 8 written 9 min 59 s ago)"),  # 10 minutes at least
+        (3600, 1.5, "crashed or killed after round 8 (no heartbeat for 1 h 00 min)"),
+        (2400, 600.0, "running (round 8 written 40 min 00 s ago)"),  # 5 slow rounds: 50 min
+        (3600, 600.0, "crashed or killed after round 8 (no heartbeat for 1 h 00 min)"),
+        (None, 1.5, "running (or killed, if no job is running it)"),  # written before heartbeats
+    ],
+)
+def test_heartbeat_tells_running_from_crashed(tmp_path, age_s, wall_s, want):
+    assert _running(tmp_path, age_s, wall_s).status_text == want
+
+
+def test_stale_after_is_ten_minutes_or_five_slowest_rounds():
+    assert stale_after(1.0) == 600.0 and stale_after(300.0) == 1500.0
+    assert stale_after(NAN) == 600.0

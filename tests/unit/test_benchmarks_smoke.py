@@ -99,3 +99,19 @@ def test_grouped_quick_prints_json_lines():
     summaries = {row["kind"]: row for row in rows if row["kind"].endswith("_summary")}
     assert summaries["bare_summary"]["cpu_ratio_vs_bare"] == 1.0
     assert all(math.isfinite(r["updates_per_cpu_s"]) and r["updates_per_cpu_s"] > 0 for r in rows)
+
+
+@pytest.mark.mpi
+@pytest.mark.timeout(120)
+def test_startup_errors_prints_json_lines():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "startup_errors.py"), "--ranks", "1",
+         "--repeat", "1"],
+        capture_output=True, text=True, timeout=110, env=child_env(), cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert [row["case"] for row in rows] == ["unknown_key", "missing_data_root"]
+    for row in rows:
+        assert row["status"] == ["2"] and row["error"].startswith("error: ")
+        assert row["seconds_median"] > 0 and row["cpu_s_median"] > 0

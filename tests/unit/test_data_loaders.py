@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import gzip
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from hpc_fedprune.data import Dataset, channel_stats, dataset_names, dataset_options, load_dataset
 from hpc_fedprune.data import datasets as datasets_module
-from hpc_fedprune.data.formats import ENV_VAR, read_idx
+from hpc_fedprune.data.formats import ENV_VAR, read_cifar_batch, read_idx
 from hpc_fedprune.errors import InputError
 
 IDX_NAMES = datasets_module.IDX_FILES
@@ -226,6 +228,7 @@ def test_idx_found_in_the_system_folder(tmp_path):
 
 
 def test_missing_idx_files_name_every_place_searched(tmp_path):
+    (tmp_path / "mine").mkdir()
     with pytest.raises(InputError) as e:
         load_dataset("fashion_mnist", root=str(tmp_path / "mine"), seed=0)
     message = str(e.value)
@@ -309,9 +312,66 @@ def test_cifar100_fine_and_coarse_labels(tmp_path, labels, classes):
 
 
 def test_missing_cifar_says_where_to_get_it(tmp_path):
+    (tmp_path / "x").mkdir()
     with pytest.raises(InputError, match=r"cifar-10-python\.tar\.gz") as e:
         load_dataset("cifar10", root=str(tmp_path / "x"), seed=0)
     assert str(tmp_path / "x" / "cifar-10-batches-py") in str(e.value)
+
+
+def test_a_root_that_does_not_exist_is_never_replaced_by_another_copy(tmp_path, monkeypatch):
+    # The files are where the search would look next (the system folder).
+    write_mnist(tmp_path / "sys", np.random.default_rng(0), gz=False)
+    assert len(load_dataset("fashion_mnist", root=None, seed=0).x_train) == 9
+    with pytest.raises(InputError, match="data.root: /nonexistent is not an existing folder"):
+        load_dataset("fashion_mnist", root="/nonexistent", seed=0)
+
+
+# ------------------------------------------------------------------ CIFAR: no code in data
+
+
+class _Planted:
+    """What a planted file would hold: unpickling it calls os.system."""
+
+    def __reduce__(self):
+        return (os.system, ("echo planted > planted.txt",))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {b"data": _Planted(), b"labels": [1]},
+        {b"data": np.array([_Planted()], dtype=object), b"labels": [1]},
+        {b"data": collections.OrderedDict(a=1), b"labels": [1]},
+    ],
+)
+def test_a_planted_cifar_batch_is_refused_not_run(tmp_path, monkeypatch, payload):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "data_batch_1").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(InputError, match="not a CIFAR python batch .*not admitted"):
+        read_cifar_batch(folder / "data_batch_1", "labels")
+    assert not (tmp_path / "planted.txt").exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_load(tmp_path, protocol):
+    data = np.random.default_rng(0).integers(0, 256, (3, 3072)).astype(np.uint8)
+    batch = {b"batch_label": b"x", b"labels": [4, 5, 6], b"data": data}
+    (tmp_path / "b").write_bytes(pickle.dumps(batch, protocol=protocol))
+    x, y = read_cifar_batch(tmp_path / "b", "labels")
+    assert np.array_equal(x.reshape(3, -1), data) and list(y) == [4, 5, 6]
+
+
+def test_python2_numpy_names_load(tmp_path):
+    # The original batches name numpy.core.multiarray (numpy 1); numpy 2 calls it _core.
+    data = np.arange(3072, dtype=np.uint8).reshape(1, 3072)
+    raw = pickle.dumps({b"labels": [7], b"data": data}, protocol=2)
+    raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in raw
+    (tmp_path / "b").write_bytes(raw)
+    x, y = read_cifar_batch(tmp_path / "b", "labels")
+    assert np.array_equal(x.reshape(1, -1), data) and list(y) == [7]
 
 
 # ----------------------------------------------------------------------------- npz / HDF5
