@@ -174,7 +174,7 @@ def _run(args, world) -> int:
     from .comm.world import check_launch, limit_threads, pick_device
     from .config import load_config
     from .sim.loop import run_rounds
-    from .sim.setup import build_setup
+    from .sim.setup import build_setup, idle_ranks
     from .sim.signals import EXIT_REQUEUE, StopFlag
 
     error = None
@@ -197,13 +197,19 @@ def _run(args, world) -> int:
                 else Path(config.output.dir or default_out_dir(config.output.name))
             )
         limit_threads(config.runtime.threads)
+        world.set_waiting(config.runtime.wait)
         device = pick_device(config.runtime.device, world.local_rank)
         if world.is_root:
             if args.resume:
                 checkpoint, finished = prepare_resume(out_dir, world.size)
             else:
                 check_out_dir(out_dir)
-        setup = build_setup(config, world.size, device)
+    except InputError as exc:
+        error = exc
+    # Agreed before the data set is built: with shared memory, building it is collective.
+    world.agree_on_input_errors(error)
+    try:
+        setup = build_setup(config, world.size, device, world=world)
     except InputError as exc:
         error = exc
     world.agree_on_input_errors(error)
@@ -227,6 +233,19 @@ def _run(args, world) -> int:
             "(mean total-variation distance to the global label mix)",
             flush=True,
         )
+        if setup.shared is not None:
+            print(
+                f"data set: one copy per node in shared memory, read by its "
+                f"{setup.shared.local_size} rank(s) on this node",
+                flush=True,
+            )
+        idle = idle_ranks(config, world.size)
+        if idle:
+            print(
+                f"{idle} of {world.size} ranks idle: {setup.cohort_size} clients per round, "
+                "one rank each at most; idle ranks only take part in the collectives",
+                flush=True,
+            )
     stop = StopFlag().install()
     try:
         result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)
@@ -236,6 +255,7 @@ def _run(args, world) -> int:
         raise
     finally:
         stop.restore()
+    setup.release()
     if world.is_root:
         if not result.stopped:
             print(summary_line(out_dir), flush=True)

@@ -6,6 +6,7 @@ targets and the seed alone, never from the MPI world.
 """
 
 from .datasets import DATASETS, Dataset, channel_stats, dataset_names, dataset_options, load_dataset
+from .ondemand import OnDemandRows
 from .partition import (
     SCHEMES,
     as_labels,
@@ -20,6 +21,7 @@ __all__ = [
     "DATASETS",
     "SCHEMES",
     "Dataset",
+    "OnDemandRows",
     "as_labels",
     "channel_stats",
     "dataset_names",

@@ -14,6 +14,7 @@ import torch
 from ..models import build_model, model_options, set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, derived_seed, numpy_rng, torch_generator
+from ..training.samples import client_samples
 
 _KEY_INIT = 5
 _KEY_TRAIN = 6
@@ -53,13 +54,14 @@ def train_shadow(
         module, torch_generator(seed, Stream.PRIVACY, _KEY_TRAIN, k, device=x.device)
     )
     idx = torch.as_tensor(np.asarray(indices), device=x.device)
+    data = client_samples(x, indices)  # indexed like x (read now, on demand)
     batch = min(t.batch_size, len(idx))
     module.train()
     for _ in range(config.privacy.shadow_epochs):
         order = idx[torch.as_tensor(rng.permutation(len(idx)), device=x.device)]
         for lo in range(0, len(order), batch):
             sel = order[lo : lo + batch]
-            loss = task_loss(module(x[sel]), y[sel], task)
+            loss = task_loss(module(data[sel]), y[sel], task)
             opt.zero_grad(set_to_none=False)
             loss.backward()
             opt.step()
@@ -73,8 +75,9 @@ def outputs_of(
     module.eval()
     parts = []
     for lo in range(0, len(indices), batch_size):
-        sel = torch.as_tensor(np.asarray(indices[lo : lo + batch_size]), device=x.device)
-        out = module(x[sel])
+        chunk = np.asarray(indices[lo : lo + batch_size])
+        sel = torch.as_tensor(chunk, device=x.device)
+        out = module(client_samples(x, chunk)[sel])
         parts.append(out.reshape(len(sel), -1).float().cpu().numpy())
     module.train()
     if not parts:

@@ -184,6 +184,7 @@ def run_rounds(
                     local_mask_record(model, algorithm, local_mask, config),
                 )
             )
+        world.quiet_barrier()  # ranks done training sleep here, not spin in MPI (runtime.wait)
         states.send_back()  # new states to their home ranks (collective)
         maybe_fail("reduce", world.rank, rnd)
         shared = sums.tile(current.mask) if algorithm.channels_within_mask else None

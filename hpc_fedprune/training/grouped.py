@@ -42,6 +42,7 @@ from ..config import Config
 from ..models import set_dropout_generator
 from .batches import client_batches, pack_group
 from .local import ClientResult
+from .samples import client_samples
 from .stacked import stacked_forward, stacked_plan
 
 # Hooks a grouped client may override: they run per client outside the step loop, or (the
@@ -202,12 +203,11 @@ class GroupTrainer:
         views = {name: w[:, o : o + n].view(g, *shape) for name, o, n, shape in self.views}
         leaves = {name: v.detach().requires_grad_() for name, v in views.items()}
         grad = torch.empty_like(w)
+        x = client_samples(self.x, np.concatenate(parts))  # indexed like self.x
         self.model.module.train()
         for s in range(index.shape[0]):
             sel = index[s]
-            losses[s] = self._step_gradients(
-                views, leaves, self.x[sel], self.y[sel], weight[s], grad
-            )
+            losses[s] = self._step_gradients(views, leaves, x[sel], self.y[sel], weight[s], grad)
             with torch.no_grad():
                 step = grad
                 if penalty:  # closed form on each client's slice, at the weights the pass saw

@@ -26,6 +26,7 @@ from ..models import set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, numpy_rng, torch_generator
 from .batches import epoch_order
+from .samples import client_samples
 
 
 @dataclass
@@ -126,6 +127,7 @@ class LocalTrainer:
             group["lr"] = lr
         rng = numpy_rng(seed, Stream.CLIENT, round_index, client, *key)
         n = len(indices)
+        x = client_samples(self.x, indices)  # indexed like self.x (read now, on demand)
         batch = min(t.batch_size, n)
         anchor = start[: fm.num_params]
         fm.module.train()
@@ -146,7 +148,7 @@ class LocalTrainer:
             shuffled = torch.as_tensor(order, device=self.x.device)  # batches: slices of it
             for lo in starts:
                 sel = shuffled[lo : lo + batch]
-                xb, yb = self.x[sel], self.y[sel]
+                xb, yb = x[sel], self.y[sel]
                 fm.zero_grad()
                 if ffwd is not None:
                     self.dense.copy_(params)  # keep w; the pass below sees w * M
@@ -188,9 +190,10 @@ class LocalTrainer:
         if self.has_dropout:  # drawn after the batch, so the batch is the same with or without
             gen = torch.Generator(device=self.x.device).manual_seed(int(rng.integers(2**62)))
             set_dropout_generator(fm.module, gen)
-        sel = torch.as_tensor(np.asarray(indices)[order], device=self.x.device)
+        chosen = np.asarray(indices)[order]
+        sel = torch.as_tensor(chosen, device=self.x.device)
         fm.zero_grad()
-        self.loss_fn(fm.module(self.x[sel]), self.y[sel]).backward()
+        self.loss_fn(fm.module(client_samples(self.x, chosen)[sel]), self.y[sel]).backward()
         return fm.grad.detach().clone()
 
 
