@@ -152,17 +152,31 @@ def dataset_options(name: str) -> tuple[str, ...]:
 
 
 def _standardize(ds: Dataset) -> Dataset:
-    """Standardise each channel with train statistics, in place (the loader's own arrays).
+    """Standardise each channel with train statistics, in place (the loader's own arrays)."""
+    return standardize(ds, train_stats(ds))
+
+
+def train_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the training inputs (`channel_stats`).
+
+    Inputs read on demand are read piece by piece (`channel_stats_streamed`): the same bits.
+    """
+    x = ds.x_train
+    if isinstance(x, OnDemandRows):
+        return channel_stats_streamed(x.read_range, len(x), x.shape[1:])
+    return channel_stats(x)
+
+
+def standardize(ds: Dataset, stats: tuple[np.ndarray, np.ndarray]) -> Dataset:
+    """Standardise ``ds`` in place with ``stats`` (`train_stats`): ``(x - mean_c) / std_c``.
 
     Inputs read on demand keep the statistics and standardise each sample as it is read.
     """
+    mean, std = stats
     if isinstance(ds.x_train, OnDemandRows):
-        x = ds.x_train
-        mean, std = channel_stats_streamed(x.read_range, len(x), x.shape[1:])
         for x in (ds.x_train, ds.x_test):
             x.standardize(mean, std)
         return ds
-    mean, std = channel_stats(ds.x_train)
     shape = (1, -1) + (1,) * (ds.x_train.ndim - 2)
     for x in (ds.x_train, ds.x_test):
         x -= mean.astype(np.float32).reshape(shape)

@@ -29,6 +29,8 @@ from ..data import (
     partition_options,
     partition_stats,
     split_local_test,
+    standardize,
+    train_stats,
 )
 from ..errors import InputError
 from ..models import FlatModel, build_model, model_options
@@ -101,6 +103,8 @@ def load_data(config: Config, world=None) -> tuple[Dataset, NodeShared | None]:
     def load() -> Dataset:
         return load_dataset(data.name, root=data.root, seed=config.runtime.seed, **options)
 
+    if data.on_demand and world is not None and world.size > 1:
+        return _load_on_demand(data, options, config.runtime.seed, world), None
     if world is None or world.size == 1 or not data.shared_memory or data.on_demand:
         return load(), None
     shared = NodeShared(world.comm, world.wait)
@@ -110,6 +114,31 @@ def load_data(config: Config, world=None) -> tuple[Dataset, NodeShared | None]:
         shared.free()
         raise
     return Dataset(**arrays, **meta), shared
+
+
+def _load_on_demand(data, options: dict, seed: int, world) -> Dataset:
+    """A data set read on demand, its normalisation statistics computed by rank 0 alone.
+
+    The statistics take two passes over the training inputs in the file; every rank
+    would get the same bits, so one reads and the others receive them (collective).
+    """
+    ds = error = None
+    try:  # opens the file and reads the targets (the inputs stay there)
+        ds = load_dataset(data.name, root=data.root, seed=seed, normalize=False, **options)
+    except InputError as exc:
+        error = exc
+    world.agree_on_input_errors(error)  # a file missing on one node: every rank stops
+    stats = error = None
+    if world.is_root:
+        try:
+            stats = train_stats(ds)
+        except InputError as exc:
+            error = str(exc)
+    world.quiet_barrier()  # the others wait here (asleep where ranks share cores)
+    stats, error = world.bcast_object((stats, error))
+    if error is not None:
+        raise InputError(error)
+    return standardize(ds, stats)
 
 
 def _dataset_parts(ds: Dataset) -> tuple[dict[str, np.ndarray], dict]:

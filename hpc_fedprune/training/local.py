@@ -63,12 +63,23 @@ class LocalTrainer:
         n_params = flat_model.num_params
         self.params = torch.nn.Parameter(flat_model.flat[:n_params], requires_grad=False)
         self.params.grad = flat_model.grad[:n_params]
-        self.optimizer = make_optimizer([self.params], config.training)
+        self._optimizer: torch.optim.Optimizer | None = None  # made at first use: `optimizer`
         self.mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.forward_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dense: torch.Tensor | None = None  # the dense weights while a forward mask is on
         # Dropout layers draw from a per-client generator (KeyedDropout), never the global RNG.
         self.has_dropout = set_dropout_generator(flat_model.module, None) > 0
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The client optimiser over the flat parameter, made when first needed.
+
+        Making a torch optimiser imports ``torch._dynamo`` (seconds per process); a rank
+        that never trains a client (more ranks than clients per round) never pays for it.
+        """
+        if self._optimizer is None:
+            self._optimizer = make_optimizer([self.params], self.config.training)
+        return self._optimizer
 
     def _float_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The mask as float32, cached while the same mask object is in use."""
