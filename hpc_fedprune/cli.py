@@ -402,7 +402,7 @@ def _run(args, world) -> int:
     from .comm.world import limit_threads, pick_device
     from .data.partition import describe_skew
     from .sim.loop import run_rounds
-    from .sim.setup import build_setup
+    from .sim.setup import build_setup, idle_ranks
     from .sim.signals import EXIT_REQUEUE, StopFlag
     from .store.rundir import RunDir
 
@@ -411,6 +411,7 @@ def _run(args, world) -> int:
     finished = False
     try:
         limit_threads(config.runtime.threads)
+        world.set_waiting(config.runtime.wait)
         device = pick_device(config.runtime.device, world.local_rank)
         if world.is_root and plan.resume:
             checkpoint, finished = rundir.resume(world.size)
@@ -421,8 +422,8 @@ def _run(args, world) -> int:
         if world.is_root:
             print(f"{out_dir} holds a finished run; nothing to resume", flush=True)
         return EXIT_OK
-    try:
-        setup = build_setup(config, world.size, device)
+    try:  # collective where the node's ranks share one copy of the data set
+        setup = build_setup(config, world.size, device, world=world)
     except InputError as exc:
         error = exc
     world.agree_on_input_errors(error)
@@ -440,6 +441,19 @@ def _run(args, world) -> int:
             f"{sizes.max()} (min-median-max), {describe_skew(setup.stats)}",
             flush=True,
         )
+        if setup.shared is not None:
+            print(
+                f"data set: one copy per node in shared memory, read by its "
+                f"{setup.shared.local_size} rank(s) on this node",
+                flush=True,
+            )
+        idle = idle_ranks(config, world.size)
+        if idle:
+            print(
+                f"{idle} of {world.size} ranks idle: {setup.cohort_size} clients per round, "
+                "one rank each at most; idle ranks only take part in the collectives",
+                flush=True,
+            )
     # Rank 0 records a stop at once: if the job is then killed before the round ends (a
     # second Ctrl-C makes mpiexec kill every rank), the run file still says interrupted.
     on_stop = (lambda: rundir.mark("interrupted")) if world.is_root else None
@@ -456,6 +470,7 @@ def _run(args, world) -> int:
         raise
     finally:
         stop.restore()
+    setup.release()
     if world.is_root:
         if not result.stopped:
             print(rundir.summary_line(), flush=True)

@@ -18,6 +18,11 @@ import numpy as np
 
 from ..errors import EXIT_INTERNAL, InputError
 
+# Sleeps of a waiting rank (`World.set_waiting`): from 0.1 ms, doubling up to 5 ms, so a
+# short wait costs little latency and a long one few wake-ups.
+MIN_SLEEP = 1e-4
+MAX_SLEEP = 5e-3
+
 
 def _mpi():
     from mpi4py import MPI
@@ -38,6 +43,12 @@ class World:
     local_rank, local_size : int
         Rank and size within the node (from a shared-memory split, so it works under
         mpirun and srun alike).
+    node_cores : int
+        Distinct cores that the ranks of this node may run on (the union of their CPU
+        affinities); fewer than ``local_size`` means ranks share cores.
+    sleeps : bool
+        This rank sleeps between tests of a nonblocking request instead of spinning in a
+        blocking MPI call (`set_waiting`; from the start: where the node is oversubscribed).
     """
 
     comm: Any
@@ -45,6 +56,8 @@ class World:
     size: int = field(init=False)
     local_rank: int = field(init=False)
     local_size: int = field(init=False)
+    node_cores: int = field(init=False)
+    sleeps: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         MPI = _mpi()
@@ -54,8 +67,11 @@ class World:
         try:
             self.local_rank = node.Get_rank()
             self.local_size = node.Get_size()
+            cores = node.allgather(_cores()) if self.local_size > 1 else [_cores()]
+            self.node_cores = len(set().union(*cores))
         finally:
             node.Free()
+        self.set_waiting("auto")
 
     @classmethod
     def from_mpi(cls) -> World:
@@ -65,6 +81,47 @@ class World:
     @property
     def is_root(self) -> bool:
         return self.rank == 0
+
+    @property
+    def oversubscribed(self) -> bool:
+        """True when this node has more ranks than cores for them."""
+        return self.local_size > self.node_cores
+
+    def set_waiting(self, mode: str) -> None:
+        """How this rank waits for the others: ``spin``, ``sleep`` or ``auto`` (the default).
+
+        MPI libraries busy-poll inside blocking calls. Where ranks share cores, a rank that
+        waits (for clients trained elsewhere, for the rank that builds the node's data, for
+        rank 0 writing the run file) then takes CPU time from the ranks it waits for.
+        ``sleep`` makes the waits of this class (`wait`, and the collectives built on it)
+        test their nonblocking request and sleep in between, from `MIN_SLEEP` doubling up
+        to `MAX_SLEEP` seconds; ``auto`` sleeps where this node has more ranks than cores.
+        The collectives are the same either way, only how each rank waits differs, so
+        ranks may wait differently (nodes differ) and results never change.
+        """
+        if mode not in ("auto", "spin", "sleep"):
+            raise InputError(f"runtime.wait: {mode!r} is not one of auto, spin, sleep")
+        self.sleeps = mode == "sleep" or (mode == "auto" and self.oversubscribed)
+
+    def wait(self, request) -> None:
+        """Complete the nonblocking MPI ``request``: spin in ``Wait``, or sleep between tests."""
+        if not self.sleeps:
+            request.Wait()
+            return
+        pause = MIN_SLEEP
+        while not request.Test():
+            time.sleep(pause)
+            pause = min(2 * pause, MAX_SLEEP)
+
+    def quiet_barrier(self) -> None:
+        """Collective: a barrier completed by `wait` (so a sleeping rank sleeps in it).
+
+        Placed before a collective that some ranks reach long after others (the round's
+        reduction, while other ranks still train): the early ones wait here, asleep when
+        waits sleep, instead of spinning inside the collective.
+        """
+        if self.size > 1:
+            self.wait(self.comm.Ibarrier())
 
     def finalize(self) -> None:
         """Finalise MPI early (collective), e.g. before exiting with a non-zero status."""
@@ -86,6 +143,10 @@ class World:
         if self.size == 1:
             if error is not None:
                 raise error
+            return
+        # Ranks arrive here after different amounts of work (imports, the data set): they
+        # wait in `any_flag`, and only gather the messages when some rank has one.
+        if not self.any_flag(error is not None):
             return
         messages = self.comm.allgather(message)
         first = next((m for m in messages if m is not None), None)
@@ -123,15 +184,27 @@ class World:
         """Collective: True on every rank if ``flag`` is True on any rank."""
         if self.size == 1:
             return bool(flag)
-        return bool(self.comm.allreduce(int(bool(flag)), op=_mpi().MAX))
+        send = np.array([int(bool(flag))], dtype=np.int64)
+        out = np.empty_like(send)
+        self.wait(self.comm.Iallreduce(send, out, op=_mpi().MAX))
+        return bool(out[0])
 
     def sum_int64(self, values: np.ndarray) -> np.ndarray:
         """Exact element-wise sum of int64 arrays over all ranks, result on every rank."""
         if self.size == 1:
             return values.copy()
-        out = np.empty_like(values)
-        self.comm.Allreduce(values, out, op=_mpi().SUM)
+        send = np.ascontiguousarray(values, dtype=np.int64)
+        out = np.empty_like(send)
+        self.wait(self.comm.Iallreduce(send, out, op=_mpi().SUM))
         return out
+
+
+def _cores() -> set[int]:
+    """The CPUs this process may run on."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return set(range(os.cpu_count() or 1))
 
 
 def check_launch(world: World, environ=None) -> None:

@@ -237,6 +237,10 @@ def check_consistency(config: Config) -> None:
         )
     if config.data.name in ("npz", "hdf5") and not config.data.path:
         raise InputError(f"data.path: the {config.data.name} loader needs a file path")
+    if config.data.on_demand and config.data.name != "hdf5":
+        raise InputError(
+            f"data.on_demand: reads HDF5 files only (data.name hdf5), not {config.data.name!r}"
+        )
     if config.training.mixed_precision and config.training.group_size == 1:
         raise InputError(
             "training.mixed_precision: applies to grouped training only; set "

@@ -87,6 +87,22 @@ class DataConfig:
         choices=("none", "crop_flip"),
     )
     crop_padding: int = option(4, "crop_flip: zeros padded on every side before the crop", min=0)
+    shared_memory: bool = option(
+        True,
+        "one copy of an in-memory data set per node, in MPI shared memory that the node's "
+        "ranks read; false: every rank loads its own",
+    )
+    on_demand: bool = option(
+        False,
+        "hdf5: read each client's samples from the file when it trains (test set: batch by "
+        "batch) instead of loading the data set into memory",
+    )
+    client_cache_mb: float = option(
+        1024.0,
+        "on_demand: largest client read at once, MiB; a larger client is read batch by batch",
+        min=0.0,
+        min_exclusive=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -545,6 +561,12 @@ class RuntimeConfig:
         choices=("auto", "cpu", "cuda"),
     )
     threads: int = option(0, "torch threads per rank (0: OMP_NUM_THREADS if set, else 1)", min=0)
+    wait: str = option(
+        "auto",
+        "how a rank waits for the others: spin (MPI's busy polling), sleep (test and sleep, "
+        "for more ranks than cores), auto: sleep where a node has more ranks than cores",
+        choices=("auto", "spin", "sleep"),
+    )
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,17 @@ generates a synthetic one; ``partition`` splits its training set over clients fr
 targets and the seed alone, never from the MPI world.
 """
 
-from .datasets import DATASETS, Dataset, channel_stats, dataset_names, dataset_options, load_dataset
+from .datasets import (
+    DATASETS,
+    Dataset,
+    channel_stats,
+    dataset_names,
+    dataset_options,
+    load_dataset,
+    standardize,
+    train_stats,
+)
+from .ondemand import OnDemandRows
 from .partition import (
     SCHEMES,
     as_labels,
@@ -20,6 +30,7 @@ __all__ = [
     "DATASETS",
     "SCHEMES",
     "Dataset",
+    "OnDemandRows",
     "as_labels",
     "channel_stats",
     "dataset_names",
@@ -30,4 +41,6 @@ __all__ = [
     "partition_schemes",
     "partition_stats",
     "split_local_test",
+    "standardize",
+    "train_stats",
 ]

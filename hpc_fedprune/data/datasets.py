@@ -30,6 +30,7 @@ from ..errors import InputError
 from ..rng import Stream, numpy_rng
 from . import synthetic
 from .formats import candidate_dirs, find_files, read_arrays, read_cifar_batch, read_idx
+from .ondemand import OnDemandRows, hdf5_names, read_hdf5_array
 from .registry import Registry
 
 TASKS = ("classification", "regression")
@@ -152,7 +153,30 @@ def dataset_options(name: str) -> tuple[str, ...]:
 
 def _standardize(ds: Dataset) -> Dataset:
     """Standardise each channel with train statistics, in place (the loader's own arrays)."""
-    mean, std = channel_stats(ds.x_train)
+    return standardize(ds, train_stats(ds))
+
+
+def train_stats(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the training inputs (`channel_stats`).
+
+    Inputs read on demand are read piece by piece (`channel_stats_streamed`): the same bits.
+    """
+    x = ds.x_train
+    if isinstance(x, OnDemandRows):
+        return channel_stats_streamed(x.read_range, len(x), x.shape[1:])
+    return channel_stats(x)
+
+
+def standardize(ds: Dataset, stats: tuple[np.ndarray, np.ndarray]) -> Dataset:
+    """Standardise ``ds`` in place with ``stats`` (`train_stats`): ``(x - mean_c) / std_c``.
+
+    Inputs read on demand keep the statistics and standardise each sample as it is read.
+    """
+    mean, std = stats
+    if isinstance(ds.x_train, OnDemandRows):
+        for x in (ds.x_train, ds.x_test):
+            x.standardize(mean, std)
+        return ds
     shape = (1, -1) + (1,) * (ds.x_train.ndim - 2)
     for x in (ds.x_train, ds.x_test):
         x -= mean.astype(np.float32).reshape(shape)
@@ -175,6 +199,115 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     count = max(x.size // max(x.shape[1], 1), 1)
     std = np.sqrt(squares / count)
     return mean, np.where(std > 0, std, 1.0)
+
+
+# numpy's summation order, which `channel_stats_streamed` reproduces piece by piece: a
+# float32 -> float64 reduction goes through a cast buffer of this many elements, each
+# buffer summed pairwise and added to the total in order; a pairwise sum of more than
+# _PAIRWISE_BLOCK elements splits at half its length rounded down to a multiple of 8.
+_CAST_BUFFER = 8192
+_PAIRWISE_BLOCK = 128
+_STREAM_ELEMENTS = 1 << 24  # float32 values read at a time (64 MiB)
+
+
+def channel_stats_streamed(
+    read, n: int, sample_shape: tuple[int, ...], *, piece: int = _STREAM_ELEMENTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """`channel_stats` of ``n`` samples read piece by piece, with the same bits.
+
+    For data sets read from a file on demand (`ondemand.OnDemandRows`): the statistics
+    must equal those of the same array in memory, or the standardised inputs would differ
+    in their last bits. numpy's sums over a whole array are not sums of per-piece sums, so
+    the pieces are summed in numpy's own order (the constants above): per cast buffer for
+    the mean, and for the squares per pairwise block of each ``_STATS_CHUNK`` samples (one
+    channel) or per sample and channel (several). ``tests/unit/test_data_ondemand.py``
+    checks the bits against `channel_stats` for several shapes.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(lo, hi)``: samples ``lo .. hi-1`` as a float32 array ``(hi - lo, *sample_shape)``.
+    n : int
+        Number of samples.
+    sample_shape : tuple of int
+        ``(C, ...)``: channels first.
+    piece : int
+        Most float32 values read at once.
+    """
+    channels = sample_shape[0]
+    inner = int(np.prod(sample_shape[1:], dtype=np.int64))
+    per_sample = channels * inner
+    step = max(1, piece // max(per_sample, 1))
+    acc = np.zeros(channels)
+    carry = np.zeros(0, dtype=np.float32)  # one channel: values of an unfinished cast buffer
+    for lo in range(0, n, step):
+        x = read(lo, min(lo + step, n)).reshape(-1, channels, inner)
+        if channels == 1:
+            flat = np.concatenate([carry, x.reshape(-1)])
+            full = len(flat) // _CAST_BUFFER * _CAST_BUFFER
+            for value in flat[:full].reshape(-1, _CAST_BUFFER).astype(np.float64).sum(axis=1):
+                acc[0] += value
+            carry = flat[full:]
+        else:
+            for row in _buffer_sums(x):
+                acc += row
+    if len(carry):
+        acc[0] += carry.astype(np.float64).sum()
+    count = max(n * inner, 1)
+    mean = acc / count
+    squares = np.zeros(channels)
+    for start in range(0, n, _STATS_CHUNK):
+        stop = min(start + _STATS_CHUNK, n)
+        if channels == 1:
+            squares[0] += _pairwise_squares(read, start, stop, inner, mean[0], piece)
+            continue
+        part = np.zeros(channels)
+        for lo in range(start, stop, step):
+            x = read(lo, min(lo + step, stop)).reshape(-1, channels, inner)
+            for sample in x:
+                d = sample.astype(np.float64) - mean[:, None]
+                part += (d * d).sum(axis=1)
+        squares += part
+    std = np.sqrt(squares / count)
+    return mean, np.where(std > 0, std, 1.0)
+
+
+def _buffer_sums(x: np.ndarray) -> np.ndarray:
+    """Sums of ``x`` (samples, channels, inner) over each cast buffer of every channel.
+
+    Returns ``(samples * buffers, channels)``: a sample's buffers in order, then the next
+    sample's, the order in which numpy adds them to each channel's total.
+    """
+    inner = x.shape[2]
+    full = inner // _CAST_BUFFER * _CAST_BUFFER
+    sums = []
+    if full:
+        blocks = x[:, :, :full].reshape(x.shape[0], x.shape[1], -1, _CAST_BUFFER)
+        sums.append(blocks.astype(np.float64).sum(axis=3))  # (samples, channels, buffers)
+    if full < inner:
+        sums.append(x[:, :, full:].astype(np.float64).sum(axis=2)[:, :, None])
+    per = np.concatenate(sums, axis=2)
+    return per.transpose(0, 2, 1).reshape(-1, x.shape[1])
+
+
+def _pairwise_squares(read, start: int, stop: int, inner: int, mean: float, piece: int) -> float:
+    """numpy's pairwise sum of ``(x - mean)**2`` over samples ``start .. stop-1`` (one channel)."""
+
+    def leaf(a: int, b: int) -> float:  # flat positions a .. b-1 of the chunk
+        first, last = start + a // inner, start + (b - 1) // inner + 1
+        skip = (first - start) * inner
+        flat = read(first, last).reshape(-1)[a - skip : b - skip]
+        d = flat.astype(np.float64) - mean
+        return (d * d).sum()
+
+    def node(a: int, b: int) -> float:
+        if b - a <= max(piece, _PAIRWISE_BLOCK):
+            return leaf(a, b)
+        half = (b - a) // 2
+        half -= half % 8
+        return node(a, a + half) + node(a + half, b)
+
+    return node(0, (stop - start) * inner)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -391,9 +524,34 @@ def _hdf5(
     test_fraction: float | None = None,
     task: str | None = None,
     num_classes: int | None = None,
+    on_demand: bool = False,
+    client_cache_mb: float = 1024.0,
 ) -> Dataset:
-    """Arrays at the top level of an HDF5 file; see ``_array_file``."""
-    return _array_file("hdf5", root, seed, path, test_fraction, task, num_classes)
+    """Arrays at the top level of an HDF5 file; see ``_array_file``.
+
+    ``on_demand``: the inputs stay in the file and are read when needed
+    (`ondemand.OnDemandRows`, the same values as in memory); the targets are read at once.
+    ``client_cache_mb``: largest client read in one go (larger ones: batch by batch).
+    """
+    if not on_demand:
+        return _array_file("hdf5", root, seed, path, test_fraction, task, num_classes)
+    file = _resolve("hdf5", path, root)
+    names = hdf5_names(file)
+    cache = int(client_cache_mb * 2**20)
+    if all(k in names for k in _ARRAY_NAMES[:4]):
+        x_train = OnDemandRows(file, "x_train", None, cache_bytes=cache)
+        x_test = OnDemandRows(file, "x_test", None, cache_bytes=cache)
+        y_train, y_test = read_hdf5_array(file, "y_train"), read_hdf5_array(file, "y_test")
+    elif "x" in names and "y" in names:
+        y = read_hdf5_array(file, "y")
+        train, test = _split_rows("hdf5", names["x"][0][0], len(y), test_fraction, seed)
+        x_train = OnDemandRows(file, "x", train, cache_bytes=cache)
+        x_test = OnDemandRows(file, "x", test, cache_bytes=cache)
+        y_train, y_test = y[train], y[test]
+    else:
+        _missing_arrays("hdf5", file, list(names))
+    y_train, y_test, task, classes = _targets("hdf5", y_train, y_test, task, num_classes)
+    return Dataset(x_train, y_train, x_test, y_test, task, classes, "hdf5", str(file))
 
 
 def _array_file(
@@ -423,19 +581,8 @@ def _array_file(
             name, arrays["x"], arrays["y"], test_fraction, seed
         )
     else:
-        found = ", ".join(available) or "no arrays"
-        raise InputError(
-            f"{name}: {file} needs arrays x_train, y_train, x_test, y_test (or x, y); found {found}"
-        )
-    task = task or ("regression" if np.issubdtype(y_train.dtype, np.floating) else "classification")
-    if task == "regression":
-        y_train, y_test, classes = y_train.astype(np.float32), y_test.astype(np.float32), 0
-    elif task == "classification":
-        y_train, y_test = _int_labels(name, y_train), _int_labels(name, y_test)
-        top = max(y_train.max(initial=-1), y_test.max(initial=-1)) + 1
-        classes = int(top) if num_classes is None else _count(f"{name}: num_classes", num_classes)
-    else:
-        raise InputError(f"{name}: task must be one of {TASKS}, got {task!r}")
+        _missing_arrays(name, file, available)
+    y_train, y_test, task, classes = _targets(name, y_train, y_test, task, num_classes)
     return Dataset(
         _inputs(name, x_train),
         y_train,
@@ -446,6 +593,28 @@ def _array_file(
         name,
         str(file),
     )
+
+
+def _missing_arrays(name: str, file: Path, available: list[str]):
+    found = ", ".join(available) or "no arrays"
+    raise InputError(
+        f"{name}: {file} needs arrays x_train, y_train, x_test, y_test (or x, y); found {found}"
+    )
+
+
+def _targets(
+    name: str, y_train: np.ndarray, y_test: np.ndarray, task: str | None, num_classes: int | None
+) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """Targets as the task needs them: float32 (regression) or int64 labels, and the classes."""
+    task = task or ("regression" if np.issubdtype(y_train.dtype, np.floating) else "classification")
+    if task == "regression":
+        return y_train.astype(np.float32), y_test.astype(np.float32), task, 0
+    if task == "classification":
+        y_train, y_test = _int_labels(name, y_train), _int_labels(name, y_test)
+        top = max(y_train.max(initial=-1), y_test.max(initial=-1)) + 1
+        classes = int(top) if num_classes is None else _count(f"{name}: num_classes", num_classes)
+        return y_train, y_test, task, classes
+    raise InputError(f"{name}: task must be one of {TASKS}, got {task!r}")
 
 
 def _resolve(name: str, path: str, root: str | None) -> Path:
@@ -461,18 +630,25 @@ def _resolve(name: str, path: str, root: str | None) -> Path:
 def _split(
     name: str, x: np.ndarray, y: np.ndarray, fraction: float | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    fraction = 0.2 if fraction is None else fraction
-    if len(x) != len(y):
-        raise InputError(f"{name}: x has {len(x)} samples but y has {len(y)}")
-    n_test = int(round(fraction * len(x))) if 0 < fraction < 1 else 0
-    if not 1 <= n_test < len(x):
-        raise InputError(
-            f"{name}: test_fraction {fraction} of {len(x)} samples leaves no test or no train set"
-        )
-    order = numpy_rng(seed, Stream.DATA, _KEY_SPLIT).permutation(len(x))
-    # Sorted indices keep the file's order within each part (easier to check by eye).
-    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    train, test = _split_rows(name, len(x), len(y), fraction, seed)
     return x[train], y[train], x[test], y[test]
+
+
+def _split_rows(
+    name: str, n_x: int, n_y: int, fraction: float | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test rows of an ``x, y`` file: ``fraction`` of them (seeded) go to test."""
+    fraction = 0.2 if fraction is None else fraction
+    if n_x != n_y:
+        raise InputError(f"{name}: x has {n_x} samples but y has {n_y}")
+    n_test = int(round(fraction * n_x)) if 0 < fraction < 1 else 0
+    if not 1 <= n_test < n_x:
+        raise InputError(
+            f"{name}: test_fraction {fraction} of {n_x} samples leaves no test or no train set"
+        )
+    order = numpy_rng(seed, Stream.DATA, _KEY_SPLIT).permutation(n_x)
+    # Sorted indices keep the file's order within each part (easier to check by eye).
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
 def _int_labels(name: str, y: np.ndarray) -> np.ndarray:

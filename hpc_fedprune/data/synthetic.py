@@ -26,10 +26,11 @@ Volumes (brain-age-like regression)
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from scipy.special import expit
 
 from ..rng import Stream, numpy_rng
+
+# scipy is imported where it is used: only the rank that generates a data set needs it
+# (one per node with shared memory), and importing it costs every other rank time at start.
 
 MAX_SHIFT = 2  # pixels a sample's prototype may be displaced by in each direction
 # Scales (times ``noise``) of the smooth distractor and of the per-pixel noise, relative to
@@ -109,6 +110,8 @@ def _draw_images(
 
 def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """White noise blurred over the last two axes, each field scaled to unit std."""
+    from scipy.ndimage import gaussian_filter
+
     field = rng.standard_normal(shape, dtype=np.float32)
     blur = (0,) * (len(shape) - 2) + (sigma, sigma)
     field = gaussian_filter(field, blur, mode="wrap")
@@ -148,6 +151,8 @@ def age_volumes(
 def _draw_volumes(
     rng: np.random.Generator, n: int, shape: tuple[int, ...], noise: float
 ) -> list[np.ndarray]:
+    from scipy.special import expit
+
     channels, depth, height, width = shape
     low, high = AGE_RANGE
     age = rng.uniform(low, high, n)

@@ -48,6 +48,7 @@ from ..rng import Stream, numpy_rng, torch_generator
 from ..sim.cohort import schedule_cohort
 from ..training.batches import epoch_order
 from ..training.local import LocalTrainer
+from ..training.samples import client_samples
 
 # Fractional bits of the displacement sums: squared displacements are small (Adam moves a
 # weight by about lr per step), so 48 bits resolve 3.6e-15 and still hold sums up to 2**14.
@@ -122,12 +123,13 @@ class Explorer:
         batch = min(t.batch_size, len(indices))
         order, starts = epoch_order(self.rng, indices, batch, t.drop_last)
         shuffled = torch.as_tensor(order, device=tr.x.device)
+        x = client_samples(tr.x, indices)  # indexed like tr.x (read now, on demand)
         fm.module.train()
         loss = None
         for lo in starts:
             sel = shuffled[lo : lo + batch]
             fm.zero_grad()
-            xb = tr.augment.batch(tr.x[sel], self.augment_key, self.step)
+            xb = tr.augment.batch(x[sel], self.augment_key, self.step)
             self.step += 1
             loss = tr.loss_fn(fm.module(xb), tr.y[sel])
             loss.backward()

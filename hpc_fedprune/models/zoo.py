@@ -161,7 +161,11 @@ def build_model(
     regression = int(num_classes) == 0
     with torch.device("meta"):
         model = spec.cls(shape, max(int(num_classes), 1), regression=regression, **options)
-    model = model.to_empty(device="cpu")
+    # Storage for every meta tensor, uninitialised as `Module.to_empty` gives it; but made
+    # with `torch.empty`, because `to_empty`'s `empty_like` of a meta tensor goes through
+    # torch's reference implementations, whose import (sympy among it) took 1-2.5 s in
+    # every process.
+    model = model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device="cpu"))
     init_weights_(model, torch_generator(seed, Stream.MODEL_INIT), scheme)
     post_init = getattr(model, "post_init_", None)
     if post_init is not None:

@@ -15,6 +15,7 @@ from ..models import build_model, model_options, set_dropout_generator
 from ..models.objective import make_optimizer, task_loss
 from ..rng import Stream, derived_seed, numpy_rng, torch_generator
 from ..training.augment import Augmenter
+from ..training.samples import client_samples
 
 _KEY_INIT = 5
 _KEY_TRAIN = 6
@@ -54,6 +55,7 @@ def train_shadow(
         module, torch_generator(seed, Stream.PRIVACY, _KEY_TRAIN, k, device=x.device)
     )
     idx = torch.as_tensor(np.asarray(indices), device=x.device)
+    data = client_samples(x, indices)  # indexed like x (read now, on demand)
     batch = min(t.batch_size, len(idx))
     augment = Augmenter.from_config(config)  # trained as the clients are
     step = 0
@@ -62,7 +64,7 @@ def train_shadow(
         order = idx[torch.as_tensor(rng.permutation(len(idx)), device=x.device)]
         for lo in range(0, len(order), batch):
             sel = order[lo : lo + batch]
-            xb = augment.batch(x[sel], (Stream.PRIVACY, _KEY_TRAIN, k), step)
+            xb = augment.batch(data[sel], (Stream.PRIVACY, _KEY_TRAIN, k), step)
             step += 1
             loss = task_loss(module(xb), y[sel], task)
             opt.zero_grad(set_to_none=False)
@@ -78,8 +80,9 @@ def outputs_of(
     module.eval()
     parts = []
     for lo in range(0, len(indices), batch_size):
-        sel = torch.as_tensor(np.asarray(indices[lo : lo + batch_size]), device=x.device)
-        out = module(x[sel])
+        chunk = np.asarray(indices[lo : lo + batch_size])
+        sel = torch.as_tensor(chunk, device=x.device)
+        out = module(client_samples(x, chunk)[sel])
         parts.append(out.reshape(len(sel), -1).float().cpu().numpy())
     module.train()
     if not parts:

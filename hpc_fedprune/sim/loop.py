@@ -299,6 +299,7 @@ def train_clients(config, world, engine, ctx, current, units):
                 ClientRecord(client, result.loss, result.samples, wire.total_bytes,
                              wire.value_bytes, mask, dict(update.metrics))
             )  # fmt: skip
+    world.quiet_barrier()  # ranks done training sleep here, not spin in MPI (runtime.wait)
     engine.states.send_back()  # new states to their home ranks (collective)
     return sums, records
 

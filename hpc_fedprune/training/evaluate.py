@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..comm.exact import to_fixed
+from .samples import client_samples
 
 LOSS_BITS = 24  # resolution of per-sample losses in the exact sum (2**-24)
 TOP_K = 5  # top-k accuracy is reported with more than this many classes
@@ -136,9 +137,10 @@ def local_totals(
         if b % size != rank:
             continue
         sel = slice(lo, min(lo + batch_size, n))
+        rows = np.arange(sel.start, sel.stop) if indices is None else indices[sel]
         if indices is not None:
             sel = torch.as_tensor(indices[sel], device=x.device)
-        out = model(x[sel])
+        out = model(client_samples(x, rows)[sel])
         target = y[sel]
         if task == "classification":
             losses = F.cross_entropy(out, target, reduction="none")

@@ -44,6 +44,7 @@ from ..rng import Stream
 from .augment import Augmenter
 from .batches import client_batches, pack_group
 from .local import ClientResult
+from .samples import client_samples
 from .stacked import stacked_forward, stacked_plan
 
 
@@ -200,13 +201,14 @@ class GroupTrainer:
         views = {name: w[:, o : o + n].view(g, *shape) for name, o, n, shape in self.views}
         leaves = {name: v.detach().requires_grad_() for name, v in views.items()}
         grad = torch.empty_like(w)
+        x = client_samples(self.x, np.concatenate(parts))  # indexed like self.x
         self.model.module.train()
         for s in range(index.shape[0]):
             sel = index[s]
             if ffwd is not None:
                 dense.copy_(w)  # keep w; the pass below sees w * M
                 w.mul_(ffwd)
-            xb = self.x[sel]
+            xb = x[sel]
             if draws is not None:
                 xb = self.augment.apply(xb.flatten(0, 1), draws[s].flatten(0, 1)).view_as(xb)
             losses[s] = self._step_gradients(views, leaves, xb, self.y[sel], weight[s], grad)

@@ -30,6 +30,7 @@ from ..rng import Stream, numpy_rng, torch_generator
 from .augment import Augmenter
 from .batches import batches_per_epoch, epoch_order
 from .gradients import GRADIENT_KEY
+from .samples import client_samples
 
 if TYPE_CHECKING:
     from ..algorithms.base import ClientPlan
@@ -71,13 +72,24 @@ class LocalTrainer:
         n_params = flat_model.num_params
         self.params = torch.nn.Parameter(flat_model.flat[:n_params], requires_grad=False)
         self.params.grad = flat_model.grad[:n_params]
-        self.optimizer = make_optimizer([self.params], config.training)
+        self._optimizer: torch.optim.Optimizer | None = None  # made at first use: `optimizer`
         self.mask_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.forward_cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self.dense: torch.Tensor | None = None  # the dense weights while a forward mask is on
         # Dropout layers draw from a per-client generator (KeyedDropout), never the global RNG.
         self.has_dropout = set_dropout_generator(flat_model.module, None) > 0
         self.augment = Augmenter.from_config(config)  # crops and flips of training batches
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The client optimiser over the flat parameter, made when first needed.
+
+        Making a torch optimiser imports ``torch._dynamo`` (seconds per process); a rank
+        that never trains a client (more ranks than clients per round) never pays for it.
+        """
+        if self._optimizer is None:
+            self._optimizer = make_optimizer([self.params], self.config.training)
+        return self._optimizer
 
     def _float_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The mask as float32, cached while the same mask object is in use."""
@@ -136,6 +148,7 @@ class LocalTrainer:
         rng = numpy_rng(seed, Stream.CLIENT, round_index, client, *key)
         augment_key = (Stream.CLIENT, round_index, client, *key)
         n = len(indices)
+        x = client_samples(self.x, indices)  # indexed like self.x (read now, on demand)
         batch = min(t.batch_size, n)
         anchor = start[: fm.num_params]
         fm.module.train()
@@ -168,7 +181,7 @@ class LocalTrainer:
                     mask, fmask = readjusted, self._float_mask(readjusted)
                     fm.flat.mul_(fmask)
                 sel = shuffled[lo : lo + batch]
-                xb, yb = self.augment.batch(self.x[sel], augment_key, steps), self.y[sel]
+                xb, yb = self.augment.batch(x[sel], augment_key, steps), self.y[sel]
                 fm.zero_grad()
                 if ffwd is not None:
                     self.dense.copy_(params)  # keep w; the pass below sees w * M
@@ -239,8 +252,9 @@ class LocalTrainer:
         if self.has_dropout:  # drawn after the batch, so the batch is the same with or without
             gen = torch.Generator(device=self.x.device).manual_seed(int(rng.integers(2**62)))
             set_dropout_generator(fm.module, gen)
-        sel = torch.as_tensor(np.asarray(indices)[order], device=self.x.device)
-        xb = self.x[sel]
+        chosen = np.asarray(indices)[order]
+        sel = torch.as_tensor(chosen, device=self.x.device)
+        xb = client_samples(self.x, chosen)[sel]
         if self.augment.enabled:  # drawn last, so the batch and dropout do not depend on it
             draws = self.augment.draw(rng, len(order))
             xb = self.augment.apply(xb, torch.from_numpy(draws).to(xb.device))
