@@ -1,7 +1,7 @@
 """A custom network as a plug-in: a two-layer perceptron with a tanh hidden layer.
 
 ``register_model`` adds it to the model table under ``tiny_tanh``; the keyword-only
-parameters after ``regression`` are its options (their defaults are used). Weights are
+parameters after ``regression`` are its options, set with ``model.options``. Weights are
 set by the registry's seeded init (``init``), the same on every rank.
 """
 

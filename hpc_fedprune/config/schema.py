@@ -156,6 +156,11 @@ class ModelConfig:
         "kept weights by 1/sqrt(its density)",
         choices=("torch", "glorot", "kaiming", "sparse_kaiming"),
     )
+    options: dict | None = option(
+        None,
+        "options of a plug-in network, passed to its class as keywords; the built-in "
+        "networks take theirs from model.<name>",
+    )
     mlp: MLPOptions = section(MLPOptions, "mlp options")
     cnn: CNNOptions = section(CNNOptions, "cnn options")
     resnet18_cifar: ResNetOptions = section(ResNetOptions, "resnet18_cifar options")

@@ -72,8 +72,8 @@ def test_recut_prunes_every_second_round_to_the_linear_target(runs):
 @pytest.mark.mpi
 @pytest.mark.timeout(600)
 def test_custom_model_and_data_set_are_the_plugins(runs):
-    # tiny_tanh on 1x8x8 inputs, 10 classes: 64*24 + 24 + 24*10 + 10 parameters.
-    assert len(np.frombuffer(runs["tiny_model"][0]["flat"], np.float32)) == 1810
+    # tiny_tanh (model.options hidden 20) on 1x8x8 inputs, 10 classes: 64*20 + 20 + 20*10 + 10.
+    assert len(np.frombuffer(runs["tiny_model"][0]["flat"], np.float32)) == 1510
     # mlp [16] on blobs' 1x16 inputs, 4 classes: 16*16 + 16 + 16*4 + 4 parameters.
     assert len(np.frombuffer(runs["blobs_data"][0]["flat"], np.float32)) == 340
     assert runs["blobs_data"][0]["attrs"]["dataset"] == "blobs"

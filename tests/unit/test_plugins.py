@@ -14,6 +14,7 @@ import pytest
 from hpc_fedprune.cli import main
 from hpc_fedprune.comm.world import World
 from hpc_fedprune.config import load_config
+from hpc_fedprune.config.printing import used_dict
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.plugins import load_plugins
 from hpc_fedprune.registry import ALGORITHMS, DATASETS, MODELS, PARTITIONS, Registry
@@ -118,8 +119,11 @@ def test_plugin_file_from_config_key_and_flag(tmp_path):
 
 
 def test_algorithm_options_is_a_mapping():
-    config = load_config(None, ["algorithm.options={every: 3, rate: 0.5}"])
+    config = load_config(None, ["algorithm.options={every: 3, rate: 0.5}", "model.name=mlp"])
     assert config.algorithm.options == {"every": 3, "rate": 0.5}
+    used = used_dict(config)  # a key, not the section of a method not chosen
+    assert used["algorithm"] == {"name": "fedavg", "options": {"every": 3, "rate": 0.5}}
+    assert used["model"]["options"] is None and "mlp" in used["model"]
     with pytest.raises(InputError, match="algorithm.options: expected a mapping"):
         load_config(None, ["algorithm.options=[1, 2]"])
 
