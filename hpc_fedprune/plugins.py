@@ -124,7 +124,7 @@ def _import_name(name: str) -> None:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):  # the plug-in itself, not its imports
+            if exc.name and (name + ".").startswith(exc.name + "."):  # not its imports
                 raise InputError(
                     f"no module named {name!r} (a module on the Python path, or a .py file)"
                 ) from None
