@@ -18,7 +18,6 @@ naming it: one line, exit status 2.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Iterable
@@ -130,6 +129,8 @@ def _import_name(name: str) -> None:
                 ) from None
             raise
         return
+    from importlib.util import module_from_spec, spec_from_file_location
+
     path = Path(name).expanduser()
     if not path.is_file():
         raise InputError(f"no such file {name}")
@@ -137,10 +138,10 @@ def _import_name(name: str) -> None:
     module_name = "hpc_fedprune_plugin_" + "".join(
         c if c.isalnum() else "_" for c in str(path.resolve().with_suffix(""))
     )
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    spec = spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise InputError(f"cannot import {name} as Python")
-    module = importlib.util.module_from_spec(spec)
+    module = module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)

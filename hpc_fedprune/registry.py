@@ -19,7 +19,6 @@ name a plug-in registered is then as valid as a built-in one.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -108,6 +107,8 @@ class Registry:
 
     def options(self, name: str) -> tuple[str, ...]:
         """The keyword-only parameters of function ``name`` that are options."""
+        import inspect  # here: the quick check of a config (names only) does without it
+
         params = inspect.signature(self.get(name)).parameters.values()
         return tuple(
             p.name
@@ -117,6 +118,8 @@ class Registry:
 
     def call(self, name: str, args: tuple, fixed: Mapping[str, Any], options: Mapping[str, Any]):
         """Call ``name`` with positional ``args``, the fixed keywords and checked ``options``."""
+        import inspect
+
         fn = self.get(name)
         valid = self.options(name)
         for key in options:
