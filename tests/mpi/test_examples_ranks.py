@@ -13,7 +13,7 @@ import pytest
 from hpc_fedprune.cli import main
 from hpc_fedprune.comm.world import World
 from tests.e2e.conftest import assert_same_results, read_run
-from tests.helpers import REPO, run_mpi
+from tests.helpers import REPO, registries_restored, run_mpi
 
 EXAMPLES = ("recut_fedavg", "tiny_model", "blobs_data")
 
@@ -21,7 +21,7 @@ EXAMPLES = ("recut_fedavg", "tiny_model", "blobs_data")
 def run_one_rank(out, config: str) -> None:
     """The example on one rank, in this process, from the repository root (the examples
     name their plug-in files relative to it)."""
-    with pytest.MonkeyPatch.context() as mp:
+    with registries_restored(), pytest.MonkeyPatch.context() as mp:
         mp.chdir(REPO)
         mp.setattr(World, "finalize", lambda self: None)
         with contextlib.redirect_stdout(io.StringIO()):

@@ -18,9 +18,15 @@ from hpc_fedprune.config.printing import used_dict
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.plugins import load_plugins
 from hpc_fedprune.registry import ALGORITHMS, DATASETS, MODELS, PARTITIONS, Registry
-from tests.helpers import REPO, child_env
+from tests.helpers import REPO, child_env, registries_restored
 
 REGISTRIES = (DATASETS, PARTITIONS, MODELS, ALGORITHMS)
+
+
+@pytest.fixture(autouse=True)
+def _no_names_left_behind():
+    with registries_restored():
+        yield
 
 
 def run_here(*argv) -> tuple[int, str, str]:
