@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run in DIR from its last checkpoint (its own config)",
     )
+    _add_plugin_flag(run)
     run.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     run.set_defaults(**{_LOOSE: "overrides"})
 
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only what the run reads: the chosen model's and method's options, the attack "
         "settings only with privacy.enabled",
     )
+    _add_plugin_flag(show)
     show.add_argument("overrides", nargs="*", metavar="key.sub=value")
     show.set_defaults(**{_LOOSE: "overrides"})
     keys = cfg_sub.add_parser("keys", help="list every config key with its default and meaning")
@@ -140,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     privacy.set_defaults(**{_LOOSE: "overrides"})
     return parser
+
+
+def _add_plugin_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="NAME_OR_PATH",
+        help="import a plug-in (module name or .py file) before the config is checked; "
+        "repeatable; recorded in the config's plugins",
+    )
 
 
 def parse_command_line(argv: list[str]) -> argparse.Namespace:
@@ -310,7 +324,9 @@ def command_config(args) -> int:
         for path in copy_shipped(args.names, args.to):
             print(f"wrote {path}")
         return EXIT_OK
-    config = load_config(getattr(args, "config", None), getattr(args, "overrides", []))
+    config = load_config(
+        getattr(args, "config", None), getattr(args, "overrides", []), getattr(args, "plugins", [])
+    )
     tree = used_dict(config) if getattr(args, "used", False) else to_dict(config)
     print(dump_yaml(tree), end="")
     return EXIT_OK

@@ -3,12 +3,14 @@
 ``run`` starts in two stages, so that a mistake shows in well under a second instead of
 after torch has been imported (seconds, on every rank):
 
-1. here, on every rank, before anything heavy is imported: the command line, the config
-   (types, ranges, finite numbers, names), the paths it gives (``data.root`` must exist,
-   ``output.name`` is one folder name), the run directory (``--out`` writable and not
-   holding a run yet; ``--resume`` a folder that holds a run);
-2. in ``cli``, after torch and the rest are imported: the device, and the checks of names
-   against what is installed (data sets, models, methods) while the set-up is built.
+1. here, on every rank, before anything heavy is imported: the command line, the
+   plug-ins (imported first: they may register names), the config (types, ranges, finite
+   numbers, the names of data sets, models and methods against the registries), the
+   paths it gives (``data.root`` must exist, ``output.name`` is one folder name), the
+   run directory (``--out`` writable and not holding a run yet; ``--resume`` a folder
+   that holds a run);
+2. in ``cli``, after torch and the rest are imported: the device, and the options of the
+   chosen data set, model and method while the set-up is built.
 
 Every rank runs both stages and the ranks agree on the first error, which rank 0 prints.
 """
@@ -54,10 +56,12 @@ def plan_run(args, *, is_root: bool = True) -> RunPlan:
     Parameters
     ----------
     args : argparse.Namespace
-        ``config``, ``out``, ``resume`` and ``overrides`` of the ``run`` command.
+        ``config``, ``out``, ``resume``, ``overrides`` and ``plugins`` (``--plugin``) of
+        the ``run`` command.
     is_root : bool
         Rank 0 also checks the run directory (only rank 0 writes it).
     """
+    plugins = getattr(args, "plugins", None) or []
     if args.resume:
         if args.config or args.out or args.overrides:
             raise InputError(
@@ -65,9 +69,9 @@ def plan_run(args, *, is_root: bool = True) -> RunPlan:
             )
         out_dir = Path(args.resume)
         check_resume_dir(out_dir)
-        config = load_config(out_dir / CONFIG_FILE)
+        config = load_config(out_dir / CONFIG_FILE, plugins=plugins)
     else:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, args.overrides, plugins)
         out_dir = (
             Path(args.out)
             if args.out

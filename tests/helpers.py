@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -47,3 +48,25 @@ def run_mpi(
         env=child_env(env),
         cwd=cwd or REPO,
     )
+
+
+@contextlib.contextmanager
+def registries_restored():
+    """Names that plug-ins imported inside the block register are removed after it.
+
+    The registries are process-wide, and other tests list them (the partition schemes,
+    say). Built-in names registered meanwhile (a module imported on first use) stay.
+    """
+    from hpc_fedprune import plugins, registry
+
+    tables = (registry.DATASETS, registry.PARTITIONS, registry.MODELS, registry.ALGORITHMS)
+    before = [set(t._entries) for t in tables]  # noqa: SLF001
+    loaded = set(plugins._loaded)  # noqa: SLF001
+    try:
+        yield
+    finally:
+        for table, names in zip(tables, before):
+            entries = table._entries  # noqa: SLF001
+            for name in [n for n in entries if n not in names and n not in table._builtin]:  # noqa: SLF001
+                del entries[name]
+        plugins._loaded.intersection_update(loaded)  # noqa: SLF001

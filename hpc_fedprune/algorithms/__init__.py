@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..registry import ALGORITHMS
 from .autoflip import AutoFLIP
 from .base import (
     Algorithm,
@@ -25,7 +26,8 @@ from .random_mask import RandomMask
 from .snip import SNIP
 from .topk import TopK
 
-REGISTRY: dict[str, type[Algorithm]] = {
+# The built-in methods, by the names `hpc_fedprune.registry.ALGORITHMS` declares for them.
+for _name, _cls in {
     "fedavg": Algorithm,
     "fedprox": FedProx,
     "fedsparsify": FedSparsify,
@@ -37,16 +39,21 @@ REGISTRY: dict[str, type[Algorithm]] = {
     "feddst": FedDST,
     "autoflip": AutoFLIP,
     "topk": TopK,
-}
+}.items():
+    ALGORITHMS.register(_name)(_cls)
+
+#: Name -> class of every registered method (built-in and plug-ins'), a live view.
+REGISTRY = ALGORITHMS
 
 
 def make_algorithm(config, prunable, trainable, layout=(), module=None) -> Algorithm:
     """The algorithm object named by ``config.algorithm.name``, given the model's layout
     (and the network, for methods that need its graph)."""
-    return REGISTRY[config.algorithm.name](config, prunable, trainable, layout, module)
+    return ALGORITHMS.get(config.algorithm.name)(config, prunable, trainable, layout, module)
 
 
 __all__ = [
+    "ALGORITHMS",
     "REGISTRY",
     "Algorithm",
     "Channel",

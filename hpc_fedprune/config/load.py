@@ -18,13 +18,17 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
+from ..registry import Registry
 from .schema import Config
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    plugins: list[str] | tuple[str, ...] = (),
 ) -> Config:
-    """Read a YAML config (or none: the quick start), apply overrides, and validate.
+    """Read a YAML config (or none: the quick start), apply overrides, import the
+    plug-ins, and validate.
 
     Parameters
     ----------
@@ -32,6 +36,9 @@ def load_config(
         YAML file. Without it every key takes its default.
     overrides : list of str
         ``key.sub=value`` strings; values are parsed as YAML (``0.5``, ``[1, 2]``, ``null``).
+    plugins : list of str
+        Plug-ins to import besides the config's ``plugins`` (the ``--plugin`` flags); they
+        are recorded in the returned config's ``plugins``, first.
 
     Returns
     -------
@@ -40,7 +47,8 @@ def load_config(
     Raises
     ------
     InputError
-        Unreadable file, bad YAML, unknown key, wrong type or value.
+        Unreadable file, bad YAML, unknown key, wrong type or value, a plug-in that does
+        not import.
     """
     raw: dict[str, Any] = {}
     if path is not None:
@@ -48,10 +56,24 @@ def load_config(
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
+    load_raw_plugins(raw, plugins)
     config = build(Config, raw, "")
     check_consistency(config)
     check_installed(config)
     return config
+
+
+def load_raw_plugins(raw: dict[str, Any], extra: list[str] | tuple[str, ...] = ()) -> None:
+    """Import the plug-ins ``extra`` and those of ``raw["plugins"]`` (and the installed
+    packages' ones), before the names in ``raw`` are checked; ``raw["plugins"]`` then
+    lists both. Nothing is imported when there are none (the quick check stays quick)."""
+    listed = coerce("plugins", raw.get("plugins") or [], tuple[str, ...])
+    names = list(dict.fromkeys([*extra, *listed]))
+    if names:
+        raw["plugins"] = names
+    from ..plugins import load_plugins
+
+    load_plugins(names)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -154,6 +176,8 @@ def check_value(path: str, value: Any, hint: Any, meta: dict) -> Any:
         if item not in choices:
             close = difflib.get_close_matches(str(item), [str(c) for c in choices], n=1)
             hint_text = f"; did you mean '{close[0]}'?" if close else ""
+            if isinstance(choices, Registry) and not close:
+                hint_text = " (a plug-in's? name it in plugins: or with --plugin)"
             raise InputError(
                 f"{path}: {item!r} is not one of {', '.join(map(str, choices))}{hint_text}"
             )
@@ -188,6 +212,10 @@ def coerce(path: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise InputError(f"{path}: expected a list, got {value!r}")
         return tuple(coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value))
+    if hint is dict:
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+        raise InputError(f"{path}: expected a mapping of names to values, got {value!r}")
     if hint is bool:
         if isinstance(value, bool):
             return value

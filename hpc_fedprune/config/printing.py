@@ -58,7 +58,9 @@ def used_dict(config: Config) -> dict[str, Any]:
     for name in CHOICE_SECTIONS:
         section = tree[name]
         chosen = section["name"]
-        for key in [k for k, v in section.items() if isinstance(v, dict) and k != chosen]:
+        # ``algorithm.options`` (a plug-in method's mapping) is a key, not a section.
+        sections = [k for k, v in section.items() if isinstance(v, dict) and k != "options"]
+        for key in [k for k in sections if k != chosen]:
             del section[key]
     if not config.privacy.enabled:
         tree["privacy"] = {"enabled": False}

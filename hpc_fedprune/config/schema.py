@@ -10,19 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..registry import ALGORITHMS, DATASETS, MODELS, PARTITIONS
 from .fields import option, section
 
-DATASETS = (
-    "synthetic",
-    "synthetic_volumes",
-    "fashion_mnist",
-    "mnist",
-    "cifar10",
-    "cifar100",
-    "npz",
-    "hdf5",
-)
-MODELS = ("mlp", "lenet5", "cnn", "small_cnn", "alexnet_cifar", "resnet18_cifar", "vgg11", "cnn3d")
+# The names of data sets, partition schemes, models and methods are the registries
+# themselves (`hpc_fedprune.registry`): read when a config is checked, so that a
+# plug-in's names are valid once it is imported.
+
 PRESETS = ("all_trainable", "conv_linear_weights", "all_params")
 EXCLUSIONS = ("first", "last", "bias", "norm")  # = pruning.prunable.EXCLUSIONS
 
@@ -44,21 +38,6 @@ def _exclude_names():
         "remove tensors whose name contains any of these substrings (e.g. [shortcut]: "
         "FedDIP's ResNet-18 keeps its 1x1 shortcut convs dense)",
     )
-
-
-ALGORITHMS = (
-    "fedavg",
-    "fedprox",
-    "fedsparsify",
-    "feddip",
-    "snip",
-    "oneshot",
-    "random_mask",
-    "prunefl",
-    "feddst",
-    "autoflip",
-    "topk",
-)
 
 
 @dataclass(frozen=True)
@@ -110,7 +89,7 @@ class PartitionConfig:
     scheme: str = option(
         "dirichlet",
         "how samples are split over clients",
-        choices=("iid", "iid_balanced", "dirichlet", "shards", "quantity_skew"),
+        choices=PARTITIONS,
     )
     num_clients: int = option(20, "number of simulated clients", min=1)
     alpha: float = option(
@@ -176,6 +155,11 @@ class ModelConfig:
         "biases, and a random sparse start (random_mask, feddst, snip) rescales each layer's "
         "kept weights by 1/sqrt(its density)",
         choices=("torch", "glorot", "kaiming", "sparse_kaiming"),
+    )
+    options: dict | None = option(
+        None,
+        "options of a plug-in network, passed to its class as keywords; the built-in "
+        "networks take theirs from model.<name>",
     )
     mlp: MLPOptions = section(MLPOptions, "mlp options")
     cnn: CNNOptions = section(CNNOptions, "cnn options")
@@ -505,6 +489,11 @@ class TopKConfig:
 @dataclass(frozen=True)
 class AlgorithmConfig:
     name: str = option("fedavg", "federated method", choices=ALGORITHMS)
+    options: dict | None = option(
+        None,
+        "settings of a plug-in method (a mapping it reads as config.algorithm.options); the "
+        "built-in methods take theirs from algorithm.<name>",
+    )
     fedprox: FedProxConfig = section(FedProxConfig, "FedProx settings")
     fedsparsify: FedSparsifyConfig = section(FedSparsifyConfig, "FedSparsify settings")
     feddip: FedDIPConfig = section(FedDIPConfig, "FedDIP settings")
@@ -609,6 +598,13 @@ class ClientStateConfig:
 
 @dataclass(frozen=True)
 class Config:
+    plugins: tuple[str, ...] = option(
+        (),
+        "modules (my_pkg.methods) or Python files (path/to/file.py, relative to the working "
+        "folder) imported on every rank before the config is checked; they register data "
+        "sets, partition schemes, models and methods (also: --plugin, and the entry points "
+        "of group hpc_fedprune.plugins)",
+    )
     data: DataConfig = section(DataConfig, "data set")
     partition: PartitionConfig = section(PartitionConfig, "split over clients")
     model: ModelConfig = section(ModelConfig, "network")

@@ -27,15 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..registry import DATASETS
 from ..rng import Stream, numpy_rng
 from . import synthetic
 from .formats import candidate_dirs, find_files, read_arrays, read_cifar_batch, read_idx
 from .ondemand import OnDemandRows, hdf5_names, read_hdf5_array
-from .registry import Registry
 
 TASKS = ("classification", "regression")
-
-DATASETS = Registry("data set", fixed=("root", "seed"))
 
 _STATS_CHUNK = 4096  # samples per step when computing channel statistics (bounds memory)
 

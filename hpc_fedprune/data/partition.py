@@ -46,10 +46,10 @@ import numpy as np
 from scipy.stats import wasserstein_distance
 
 from ..errors import InputError
+from ..registry import PARTITIONS
 from ..rng import Stream, numpy_rng
-from .registry import Registry
 
-SCHEMES = Registry("partition scheme", fixed=("rng",))
+SCHEMES = PARTITIONS
 
 MAX_TRIES = 1000  # dirichlet: draws before giving up on min_size
 

@@ -7,7 +7,7 @@ and running statistics views into one 1-D tensor, described by a layout of `Tens
 from .flat import KINDS, FlatModel, TensorInfo
 from .init import INIT_SCHEMES, init_weights_
 from .layers import KeyedDropout, set_dropout_generator
-from .zoo import MODEL_NAMES, ModelSpec, build_model, model_options
+from .zoo import MODEL_NAMES, ModelSpec, build_model, model_options, register_model
 
 __all__ = [
     "INIT_SCHEMES",
@@ -20,5 +20,6 @@ __all__ = [
     "build_model",
     "init_weights_",
     "model_options",
+    "register_model",
     "set_dropout_generator",
 ]

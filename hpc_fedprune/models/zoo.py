@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..registry import MODELS
 from ..rng import Stream, torch_generator
 from . import nets
 from .init import INIT_SCHEMES, init_weights_
 
-__all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "model_options"]
+__all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "model_options", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -47,30 +48,55 @@ class ModelSpec:
     default_input: tuple[int, ...]
 
 
-_REGISTRY: dict[str, ModelSpec] = {
-    # FedSparsify's Keras models: Glorot uniform.
-    "mlp": ModelSpec(nets.MLP, None, "glorot", (1, 28, 28)),
-    # FedDIP's PyTorch models: PyTorch's default init.
-    "lenet5": ModelSpec(nets.LeNet5, 3, "torch", (1, 28, 28)),
-    # AutoFLIP's TwoCNN: xavier.
-    "cnn": ModelSpec(nets.CNN, 3, "glorot", (1, 28, 28)),
-    "small_cnn": ModelSpec(nets.SmallCNN, 3, "torch", (3, 32, 32)),
-    "alexnet_cifar": ModelSpec(nets.AlexNetCIFAR, 3, "torch", (3, 32, 32)),
-    "resnet18_cifar": ModelSpec(nets.ResNet18CIFAR, 3, "torch", (3, 32, 32)),
-    "vgg11": ModelSpec(nets.VGG11, 3, "torch", (3, 32, 32)),
-    "cnn3d": ModelSpec(nets.CNN3D, 4, "glorot", (1, 91, 109, 91)),
-}
+def register_model(
+    name: str,
+    *,
+    init: str = "torch",
+    input_rank: int | None = None,
+    default_input: tuple[int, ...] = (1, 28, 28),
+):
+    """Class decorator adding a network to `hpc_fedprune.registry.MODELS` as ``name``.
 
-MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+    The class takes ``(input_shape, num_outputs, *, regression, **options)``; its
+    keyword-only parameters after ``regression`` are its options (see `model_options`).
+
+    Parameters
+    ----------
+    name : str
+        The ``model.name`` that selects it.
+    init : {'torch', 'glorot', 'kaiming', 'sparse_kaiming'}
+        Default init scheme.
+    input_rank : int, optional
+        Dimensions of one sample it takes (3 for ``(C, H, W)``); ``None``: any.
+    default_input : tuple of int
+        The input shape it is usually run with.
+    """
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        MODELS.add(name, ModelSpec(cls, input_rank, init, tuple(default_input)), cls.__module__)
+        return cls
+
+    return add
+
+
+# FedSparsify's Keras models: Glorot uniform.
+register_model("mlp", init="glorot", default_input=(1, 28, 28))(nets.MLP)
+# FedDIP's PyTorch models: PyTorch's default init.
+register_model("lenet5", input_rank=3, default_input=(1, 28, 28))(nets.LeNet5)
+# AutoFLIP's TwoCNN: xavier.
+register_model("cnn", init="glorot", input_rank=3, default_input=(1, 28, 28))(nets.CNN)
+register_model("small_cnn", input_rank=3, default_input=(3, 32, 32))(nets.SmallCNN)
+register_model("alexnet_cifar", input_rank=3, default_input=(3, 32, 32))(nets.AlexNetCIFAR)
+register_model("resnet18_cifar", input_rank=3, default_input=(3, 32, 32))(nets.ResNet18CIFAR)
+register_model("vgg11", input_rank=3, default_input=(3, 32, 32))(nets.VGG11)
+register_model("cnn3d", init="glorot", input_rank=4, default_input=(1, 91, 109, 91))(nets.CNN3D)
+
+#: The built-in networks (plug-ins may add more: ``MODELS.names()``).
+MODEL_NAMES: tuple[str, ...] = MODELS.names()
 
 
 def _spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise InputError(
-            f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}"
-        ) from None
+    return MODELS.get(name)
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -110,8 +136,8 @@ def build_model(
     Parameters
     ----------
     name : str
-        One of `MODEL_NAMES`: ``mlp``, ``lenet5``, ``cnn``, ``small_cnn``, ``alexnet_cifar``,
-        ``resnet18_cifar``, ``vgg11``, ``cnn3d``.
+        A registered network: ``mlp``, ``lenet5``, ``cnn``, ``small_cnn``,
+        ``alexnet_cifar``, ``resnet18_cifar``, ``vgg11``, ``cnn3d``, or a plug-in's.
     input_shape : sequence of int
         Shape of one sample without the batch dimension: ``(C, H, W)`` for the 2-D nets,
         ``(C, D, H, W)`` for ``cnn3d``, anything for ``mlp``.

@@ -23,7 +23,13 @@ import yaml
 
 from ..analysis.runfile import load_run
 from ..config import Config, to_yaml
-from ..config.load import build, check_consistency, parse_override, set_dotted
+from ..config.load import (
+    build,
+    check_consistency,
+    load_raw_plugins,
+    parse_override,
+    set_dotted,
+)
 from ..errors import InputError
 from ..sim.setup import build_setup, to_device
 from ..store import RunFile
@@ -62,6 +68,7 @@ def read_saved_run(path: Path, overrides: list[str]) -> tuple[Config, np.ndarray
                 f"only privacy.{', privacy.'.join(CHANGEABLE)}"
             )
         set_dotted(raw, key, value)
+    load_raw_plugins(raw)  # the run's own plug-ins: its method, network or data set
     config = build(Config, raw, "")
     check_consistency(config)
     if not config.privacy.enabled:

@@ -30,6 +30,7 @@ def build_shadow(config, input_shape, num_classes: int, k: int, device) -> torch
         value = getattr(section, key, None)
         if value is not None:
             options[key] = tuple(value) if isinstance(value, tuple) else value
+    options.update(config.model.options or {})  # a plug-in network's options
     if config.model.init is not None:
         options["init"] = config.model.init
     seed = derived_seed(config.runtime.seed, Stream.PRIVACY, _KEY_INIT, k)

@@ -191,6 +191,7 @@ def _build_rest(config: Config, dataset: Dataset, shared, seed: int, device: str
     options = section_options(
         getattr(config.model, config.model.name, None), tuple(model_options(config.model.name))
     )
+    options.update(config.model.options or {})  # a plug-in network's options
     if config.model.init is not None:
         options["init"] = config.model.init
     module = build_model(

@@ -197,7 +197,7 @@ def test_label_skew_on_regression_targets_is_age_range_skew():
 def test_bad_inputs_are_input_errors():
     with pytest.raises(InputError, match="3 clients but only 2 samples"):
         partition(np.array([0, 1]), 3, "iid", seed=0)
-    with pytest.raises(InputError, match=r"unknown partition scheme 'noniid' \(valid: dirichlet"):
+    with pytest.raises(InputError, match=r"unknown partition scheme 'noniid' \(valid: iid, "):
         partition(LABELS, 3, "noniid", seed=0)
     with pytest.raises(InputError, match="no option 'alpha'"):
         partition(LABELS, 3, "shards", seed=0, alpha=0.5)

@@ -17,7 +17,7 @@ from hpc_fedprune.models import (
     model_options,
     set_dropout_generator,
 )
-from hpc_fedprune.models.zoo import _REGISTRY
+from hpc_fedprune.registry import MODELS
 from hpc_fedprune.rng import Stream, torch_generator
 
 # The paper-size 3D input (91x109x91) is too slow for a unit test; 64^3 keeps every stage.
@@ -25,7 +25,7 @@ SMALL = {"cnn3d": ((1, 64, 64, 64), {"width": 0.125})}
 
 
 def _shape_and_options(name: str) -> tuple[tuple[int, ...], dict]:
-    return SMALL.get(name, (_REGISTRY[name].default_input, {}))
+    return SMALL.get(name, (MODELS.get(name).default_input, {}))
 
 
 def test_registry_lists_the_required_models():
@@ -131,7 +131,7 @@ def test_lenet_adapts_to_input_size():
 
 
 def test_bad_input_is_input_error():
-    with pytest.raises(InputError, match="known models: mlp"):
+    with pytest.raises(InputError, match=r"unknown model .resnet50. \(valid: mlp, "):
         build_model("resnet50", (3, 32, 32), 10, seed=0)
     with pytest.raises(InputError, match="no option"):
         build_model("lenet5", (1, 28, 28), 10, seed=0, widht=2)
