@@ -51,7 +51,8 @@ def used_dict(config: Config) -> dict[str, Any]:
     """The resolved config without what the run does not read.
 
     Dropped: the option sections of the networks and methods not chosen
-    (``model.<other>``, ``algorithm.<other>``), and the attack settings when
+    (``model.<other>``, ``algorithm.<other>``), an empty ``options`` mapping (only
+    plug-ins read it), and the attack settings when
     ``privacy.enabled`` is false. Every other key stays, defaults included.
     """
     tree = to_dict(config)
@@ -62,6 +63,8 @@ def used_dict(config: Config) -> dict[str, Any]:
         sections = [k for k, v in section.items() if isinstance(v, dict) and k != "options"]
         for key in [k for k in sections if k != chosen]:
             del section[key]
+        if "options" in section and not section["options"]:
+            del section["options"]  # empty: read by no built-in network or method
     if not config.privacy.enabled:
         tree["privacy"] = {"enabled": False}
     return tree

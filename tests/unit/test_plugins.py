@@ -129,7 +129,7 @@ def test_algorithm_options_is_a_mapping():
     assert config.algorithm.options == {"every": 3, "rate": 0.5}
     used = used_dict(config)  # a key, not the section of a method not chosen
     assert used["algorithm"] == {"name": "fedavg", "options": {"every": 3, "rate": 0.5}}
-    assert used["model"]["options"] is None and "mlp" in used["model"]
+    assert "options" not in used["model"] and "mlp" in used["model"]  # unset: dropped
     with pytest.raises(InputError, match="algorithm.options: expected a mapping"):
         load_config(None, ["algorithm.options=[1, 2]"])
 
