@@ -50,6 +50,7 @@ from .cohort import rank_units, sample_cohort
 from .progress import RoundProgress
 from .setup import Setup, to_device
 from .signals import StopFlag
+from .targets import warn_unreached_target
 
 
 @dataclass
@@ -104,6 +105,7 @@ def run_rounds(
     is polled after every round.
     """
     fed, algorithm = config.federation, setup.algorithm
+    warn_unreached_target(algorithm, fed.rounds, world.is_root)  # a shortened run
     engine = build_engine(config, world, setup)
     rundir = RunDir(out_dir) if world.is_root else None
     # The global model before round 1 (or after the checkpoint's round), on every rank;
