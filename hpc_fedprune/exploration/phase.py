@@ -193,6 +193,7 @@ def run_exploration(
     *,
     stop=None,
     saved: ExplorationState | None = None,
+    alive=None,
 ) -> Exploration:
     """Run the exploration phase on every rank (collective); scores land on rank 0.
 
@@ -218,6 +219,9 @@ def run_exploration(
         Rank 0: the explorers a stopped run finished; they are not trained again, and
         their exact sums join the others', so the scores are the same bits as those of
         an uninterrupted phase.
+    alive : callable, optional
+        Called (no arguments) after every epoch and every step of the phase, on the
+        ranks that pass it (rank 0 refreshes the run file's heartbeat with it).
     """
     cfg = config.algorithm.autoflip
     wire = config.comm.value_dtype
@@ -255,6 +259,12 @@ def run_exploration(
     if saved is not None:  # rank 0 only: the finished explorers' exact sums
         sums.sums["score"] += torch.from_numpy(saved.sums).to(setup.device)
     asked = (lambda: stop.raised) if stop is not None else None
+
+    def after_epoch(client: int, done: int) -> None:
+        progress.epoch_done(client, done)
+        if alive is not None:
+            alive()
+
     records, stopping = [], False
     for step in range(max((len(p) for p in plan), default=0)):
         if step < len(mine):
@@ -268,7 +278,7 @@ def run_exploration(
             base = trainer.model.flat.detach().clone() if shared is None else shared
             epochs = explorer.explore(
                 indices, cfg.epochs, cfg.patience, stop=asked,
-                on_epoch=lambda done, c=client: progress.epoch_done(c, done),
+                on_epoch=lambda done, c=client: after_epoch(c, done),
             )  # fmt: skip
             if epochs is not None:
                 # Only the prunable set is scored and sent (buffers such as BatchNorm
@@ -280,6 +290,8 @@ def run_exploration(
                 sums.add("score", moved.double().square())
                 records.append((client, epochs, _values_bytes(moved, wire)))
                 progress.explorer_done(client, epochs)
+        if alive is not None:
+            alive()
         # Every rank reaches this point once per step: all stop after the same step.
         stopping = world.any_flag(stop is not None and stop.raised)
         if stopping:

@@ -273,6 +273,11 @@ class RunDir:
         except Exception:  # noqa: BLE001 - a status is not worth a second failure
             return False
 
+    def beat(self) -> None:
+        """Refresh the ``heartbeat`` attribute (a long phase without rounds is alive)."""
+        with self._reserved(_SMALL_WRITE, ""):
+            self.run_file.set_attrs(heartbeat=utc_now())
+
     def status(self) -> str | None:
         """The ``status`` attribute of ``run.h5`` (None if it cannot be read)."""
         from ..analysis.runfile import load_run

@@ -10,14 +10,17 @@ import signal
 import types
 
 from hpc_fedprune.algorithms import make_algorithm
+from hpc_fedprune.analysis import load_run
 from hpc_fedprune.cli import main
 from hpc_fedprune.config import load_config
+from hpc_fedprune.exploration import resumable
 from hpc_fedprune.models import FlatModel, build_model
 from hpc_fedprune.pruning.prunable import prunable_mask
 from hpc_fedprune.sim import loop
 from hpc_fedprune.sim.progress import ExplorationProgress, RoundProgress, duration_text
 from hpc_fedprune.sim.signals import StopFlag
 from hpc_fedprune.sim.targets import unreached_target
+from hpc_fedprune.store.rundir import RunDir
 from tests.e2e.conftest import TINY
 
 AUTOFLIP = [
@@ -203,8 +206,23 @@ def test_a_long_round_prints_progress_inside_it(tmp_path, capsys, monkeypatch):
     assert len(lines) == 4  # after clients 1-4; the round's line follows the 5th
 
 
-def test_output_progress_false_silences_the_phase_lines(tmp_path, capsys):
+def test_output_progress_false_silences_the_lines_and_the_phase_keeps_the_heartbeat(
+    tmp_path, capsys, monkeypatch
+):
+    # The exploration refreshes run.h5's heartbeat (here at every chance: no minute to
+    # wait), while the file exists and holds no round yet.
+    beats = []
+    beat = RunDir.beat
+
+    def spy(self):
+        beat(self)
+        beats.append(load_run(self.run_path).rounds_done)
+
+    monkeypatch.setattr(resumable, "HEARTBEAT_S", 0.0)
+    monkeypatch.setattr(RunDir, "beat", spy)
     code = main(["run", "--out", str(tmp_path / "r"), *TINY, *AUTOFLIP, "output.progress=false"])
     assert code == 0
     out = capsys.readouterr().out
     assert "exploration:" not in out and "round 1/3" not in out
+    # 2 explorers on one rank, 2 epochs each: a beat per epoch and per step.
+    assert len(beats) == 6 and set(beats) == {0}
