@@ -1,6 +1,7 @@
 """The round loop: one narrated loop for every method and every world size.
 
-before round 1: exploration (AutoFLIP), initial mask (SNIP, PruneFL, random), broadcast
+before round 1: run directory, exploration (AutoFLIP: stoppable, saved), initial mask
+                (SNIP, PruneFL, random), broadcast
 cohort   = sample(seed, round)                    same on every rank
 units    = schedule(cohort, rank)                 balanced by client size (whole groups
                                                   when training.group_size > 1)
@@ -102,7 +103,7 @@ def run_rounds(
     """Run the rounds of an experiment whose pieces are built; rank 0 writes ``out_dir``.
 
     ``resume`` (rank 0's checkpoint; None elsewhere) continues after its round. ``stop``
-    is polled after every round.
+    is polled after every round (and every exploration step).
     """
     fed, algorithm = config.federation, setup.algorithm
     warn_unreached_target(algorithm, fed.rounds, world.is_root)  # a shortened run
