@@ -115,7 +115,7 @@ class ExplorationProgress:
         """The phase's first line: how much there is to do."""
         if not self.enabled:
             return None
-        resumed = f", {self.saved} finished before the stop" if self.saved else ""
+        resumed = f", {self.saved} saved earlier" if self.saved else ""
         line = (
             f"exploration: {self.total} explorers{resumed}, up to {self.max_epochs} epochs "
             f"each, on {self.ranks} rank(s); rank 0 trains {self.mine}"

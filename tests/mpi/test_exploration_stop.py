@@ -62,7 +62,7 @@ def test_stop_in_the_middle_saves_finished_explorers_and_resumes_exactly(tmp_pat
     assert len(saved_clients(out)) == 3
     resumed = resume(3, out)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "exploration: 6 explorers, 3 finished before the stop" in resumed.stdout
+    assert "exploration: 6 explorers, 3 saved earlier" in resumed.stdout
     # Only the 3 explorers left are trained (one per rank): rank 0 reports one.
     assert "explorer 1/1 of rank 0 done" in resumed.stdout
     run, explored = reference

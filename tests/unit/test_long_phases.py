@@ -9,6 +9,7 @@ import re
 import signal
 import types
 
+from hpc_fedprune import faults
 from hpc_fedprune.algorithms import make_algorithm
 from hpc_fedprune.analysis import load_run
 from hpc_fedprune.cli import main
@@ -21,7 +22,7 @@ from hpc_fedprune.sim.progress import ExplorationProgress, RoundProgress, durati
 from hpc_fedprune.sim.signals import StopFlag
 from hpc_fedprune.sim.targets import unreached_target
 from hpc_fedprune.store.rundir import RunDir
-from tests.e2e.conftest import TINY
+from tests.e2e.conftest import TINY, assert_same_results, read_run
 
 AUTOFLIP = [
     "algorithm.name=autoflip",
@@ -124,7 +125,7 @@ def test_exploration_progress_per_explorer_and_per_slow_epoch():
     clock = FakeClock()
     progress = ExplorationProgress(20, 4, 8, 2, 150, True, clock=clock)
     assert progress.begin() == (
-        "exploration: 20 explorers, 4 finished before the stop, up to 150 epochs each, "
+        "exploration: 20 explorers, 4 saved earlier, up to 150 epochs each, "
         "on 2 rank(s); rank 0 trains 8"
     )
     progress.begin_explorer()
@@ -226,3 +227,22 @@ def test_output_progress_false_silences_the_lines_and_the_phase_keeps_the_heartb
     assert "exploration:" not in out and "round 1/3" not in out
     # 2 explorers on one rank, 2 epochs each: a beat per epoch and per step.
     assert len(beats) == 6 and set(beats) == {0}
+
+
+def test_a_run_that_fails_in_round_2_does_not_explore_again(tmp_path, capsys, monkeypatch):
+    # The complete phase is saved before round 1: a run that dies before its first
+    # checkpoint restarts from round 1 with the saved explorers, to the same bits.
+    args = [*TINY, *AUTOFLIP, "output.progress=true", "output.checkpoint_every=0"]
+    assert main(["run", "--out", str(tmp_path / "ref"), *args]) == 0
+    reference = read_run(tmp_path / "ref" / "run.h5")
+    monkeypatch.setattr(faults, "FAULT", {"point": "train", "rank": "0", "round": "2"})
+    assert main(["run", "--out", str(tmp_path / "r"), *args]) == 1  # an internal error
+    assert (tmp_path / "r" / "exploration_state.h5").exists()
+    monkeypatch.setattr(faults, "FAULT", None)
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "exploration: 2 explorers, 2 saved earlier" in out and "rank 0 trains 0" in out
+    assert "done (client" not in out  # no explorer trained again
+    assert_same_results(reference, read_run(tmp_path / "r" / "run.h5"))
+    assert not (tmp_path / "r" / "exploration_state.h5").exists()
