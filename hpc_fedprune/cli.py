@@ -472,7 +472,8 @@ def _run(args, world) -> int:
             )
     # Rank 0 records a stop at once: if the job is then killed before the round ends (a
     # second Ctrl-C makes mpiexec kill every rank), the run file still says interrupted.
-    on_stop = (lambda: rundir.mark("interrupted")) if world.is_root else None
+    # It also says at once, in one line, what the run finishes before it stops.
+    on_stop = (lambda: (rundir.mark("interrupted"), stop.announce())) if world.is_root else None
     stop = StopFlag(on_first=on_stop).install()
     try:
         result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)

@@ -5,7 +5,8 @@
 The program calls `maybe_fail(point, rank, round)` at a few named points (``train``: after
 a client's local training; ``reduce``: before the round's collective; ``write``: on rank
 0 before the round is written; ``history``: in the middle of writing a round to run.h5;
-``checkpoint``: after the new checkpoint file is written, before it replaces the old).
+``checkpoint``: after the new checkpoint file is written, before it replaces the old;
+``explore``: after the base epoch of a rank's explorer, ``round`` counting its explorers).
 ``action=raise`` (default) raises an exception, as a bug would; ``action=kill`` sends
 SIGKILL to the process, as an out-of-memory kill or a node failure would; ``action=term``
 sends SIGTERM, as Slurm does before a time limit; ``action=sleep`` waits ``seconds`` (default

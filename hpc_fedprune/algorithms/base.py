@@ -477,3 +477,12 @@ class Algorithm:
             server.momentum.add_(mean_delta, alpha=1.0 - self.server_dampening)
             step = server.momentum
         return (weights.double() + fed.server_lr * step).to(torch.float32)
+
+    def sparsity_reached(self, rounds: int) -> tuple[float, float] | None:
+        """``(reached, target)``: the sparsity the method's schedule sets by round ``rounds``
+        and the target sparsity of its config; None without a schedule that grows over the
+        rounds (dense methods, and masks fixed at their sparsity before round 1).
+
+        The run warns at start when ``reached < target`` (`hpc_fedprune.sim.targets`).
+        """
+        return None

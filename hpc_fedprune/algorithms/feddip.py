@@ -85,6 +85,13 @@ class FedDIP(Algorithm):
         """The penalty coefficient of a round (0 in FedDP mode)."""
         return self.lambdas(round_index - 1) if self.penalised else 0.0
 
+    def sparsity_reached(self, rounds: int) -> tuple[float, float] | None:
+        """The schedule's sparsity at the last re-pruning round up to ``rounds``, and s_T."""
+        if not self.prunes:
+            return None
+        last = 1 + self.cfg.reconfig_interval * ((rounds - 1) // self.cfg.reconfig_interval)
+        return self.schedule(last - 1), self.cfg.s_T
+
     # ------------------------------------------------------------- client side
     def client_mask(self, ctx: RoundContext, model, client: int) -> torch.Tensor | None:
         """The mask a client trains under: the global one, or round 1's own ERK draw."""

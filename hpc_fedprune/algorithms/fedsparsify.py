@@ -50,6 +50,12 @@ class FedSparsify(Algorithm):
         """Pruning happens after the start round t0 (the first pruned round is t0 + 1)."""
         return round_index > self.cfg.start_round
 
+    def sparsity_reached(self, rounds: int) -> tuple[float, float]:
+        """The schedule's sparsity at round ``rounds`` (it only grows), and final_sparsity."""
+        if not self.prunes_in(rounds):  # the run ends before the first pruning
+            return 0.0, self.cfg.final_sparsity
+        return self.schedule(rounds), self.cfg.final_sparsity
+
     def purge_mask(self, values, round_index: int, current):
         """Magnitude pruning of ``values`` for this round, nested in ``current``.
 

@@ -61,6 +61,13 @@ class PruneFL(Algorithm):
         """Whether the server re-selects the kept weights after this round."""
         return round_index % self.cfg.reconfig_interval == 0
 
+    def sparsity_reached(self, rounds: int) -> tuple[float, float]:
+        """The schedule's sparsity at the last reconfiguration up to ``rounds`` (the
+        initial pruning's without one), and final_sparsity."""
+        last = self.cfg.reconfig_interval * (rounds // self.cfg.reconfig_interval)
+        reached = self.schedule(last) if last >= 1 else self.cfg.initial_sparsity
+        return reached, self.cfg.final_sparsity
+
     def select(self, sq_grad: torch.Tensor, sparsity: float) -> torch.Tensor:
         """The kept weights: the largest ``sq_grad / time`` at ``sparsity``."""
         return importance_mask(sq_grad, self.prunable, sparsity, self.time)

@@ -526,7 +526,9 @@ class OutputConfig:
     name: str = option(
         "quickstart", "experiment name, the folder name in the default run directory (no /)"
     )
-    progress: bool = option(True, "print one progress line per round on rank 0")
+    progress: bool = option(
+        True, "print progress lines on rank 0 (per round; inside long rounds and exploration)"
+    )
     record_masks: bool = option(True, "write the global mask to /masks whenever it changes")
     record_client_masks: bool = option(True, "write client-local masks to /clients/masks")
     checkpoint_every: int = option(

@@ -1,6 +1,7 @@
 """The round loop: one narrated loop for every method and every world size.
 
-before round 1: exploration (AutoFLIP), initial mask (SNIP, PruneFL, random), broadcast
+before round 1: run directory, exploration (AutoFLIP: stoppable, saved), initial mask
+                (SNIP, PruneFL, random), broadcast
 cohort   = sample(seed, round)                    same on every rank
 units    = schedule(cohort, rank)                 balanced by client size (whole groups
                                                   when training.group_size > 1)
@@ -35,7 +36,8 @@ from ..comm.world import World
 from ..config import Config
 from ..exchange import accounting
 from ..exchange.accumulate import ExactAccumulator
-from ..exploration.phase import include_cost, run_exploration
+from ..exploration.phase import include_cost
+from ..exploration.resumable import explore
 from ..faults import maybe_fail
 from ..privacy import PrivacyEvaluator
 from ..store.checkpoint import Checkpoint
@@ -46,8 +48,10 @@ from ..training.evaluate import evaluate, score_names
 from ..training.gradients import client_gradient, initial_trainer
 from ..training.local import LocalTrainer
 from .cohort import rank_units, sample_cohort
+from .progress import RoundProgress
 from .setup import Setup, to_device
 from .signals import StopFlag
+from .targets import warn_unreached_target
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Engine:
     privacy: PrivacyEvaluator | None
     x_test: torch.Tensor
     y_test: torch.Tensor
+    progress: RoundProgress | None = None  # rank 0's lines inside a long round
 
 
 def run_rounds(
@@ -98,14 +103,19 @@ def run_rounds(
     """Run the rounds of an experiment whose pieces are built; rank 0 writes ``out_dir``.
 
     ``resume`` (rank 0's checkpoint; None elsewhere) continues after its round. ``stop``
-    is polled after every round.
+    is polled after every round (and every exploration step).
     """
     fed, algorithm = config.federation, setup.algorithm
+    warn_unreached_target(algorithm, fed.rounds, world.is_root)  # a shortened run
     engine = build_engine(config, world, setup)
     rundir = RunDir(out_dir) if world.is_root else None
     # The global model before round 1 (or after the checkpoint's round), on every rank;
     # the server's state on rank 0.
-    current, server, first = start_model(config, world, engine, rundir, resume)
+    current, server, first = start_model(config, world, engine, rundir, resume, stop)
+    if current is None:  # a stop signal ended the exploration phase (its state is saved)
+        engine.states.close()
+        return RunResult(out_dir, 0, {}, stopped=True)
+    # After the exploration phase: the rounds' ETA counts the rounds' time only.
     start_time = time.perf_counter()
     last: dict[str, float] = {}
     for rnd in range(first, fed.rounds + 1):
@@ -117,6 +127,8 @@ def run_rounds(
         bytes_down = download_bytes(current, config.comm.value_dtype) * ctx.cohort_size
         units = rank_units(cohort, setup.sizes, world.size, world.rank, engine.clients.unit_size)
         # Clients train from the global model and add their weighted uploads to the sums.
+        engine.progress = RoundProgress(rnd, fed.rounds, sum(map(len, units)),
+                                        world.is_root and config.output.progress)  # fmt: skip
         sums, records = train_clients(config, world, engine, ctx, current, units)
         maybe_fail("reduce", world.rank, rnd)
         # One reduction of every rank's sums to rank 0, which takes the server step.
@@ -189,11 +201,12 @@ def build_engine(config: Config, world: World, setup: Setup) -> Engine:
     )
 
 
-def start_model(config, world, engine, rundir, resume):
+def start_model(config, world, engine, rundir, resume, stop=None):
     """The global model every rank starts from, rank 0's server state and the first round.
 
-    A new run explores (AutoFLIP), draws the initial mask from rank 0's view and writes
-    the run directory; a resumed run takes both from the checkpoint instead.
+    A new run writes the run directory, explores (AutoFLIP) and draws the initial mask
+    from rank 0's view; a resumed run takes both from the checkpoint instead. Returns
+    ``(None, None, 0)`` when a stop signal ended the exploration phase.
     """
     setup, algorithm = engine.setup, engine.setup.algorithm
     trainer, device = engine.trainer, setup.device
@@ -202,11 +215,18 @@ def start_model(config, world, engine, rundir, resume):
     def gradient(client, rng):  # for masks scored at initialisation (SNIP, PruneFL)
         return trainer.first_batch_gradient(weights, setup.train_parts[client], rng)
 
+    devices = world.gather_objects(f"{socket.gethostname()}:{device}")
+    resumed_round = world.bcast_object(None if resume is None else resume.round)
+    if resumed_round is None and world.is_root:
+        # Before the exploration phase: a stop or a time limit there keeps the directory.
+        rundir.create(config, setup, world.size, devices)
     # AutoFLIP's exploration phase scores the initial mask (not on resume: the checkpoint
     # holds the mask).
     exploration = None
-    if algorithm.explores and world.bcast_object(resume is None):
-        exploration = run_exploration(config, world, setup, trainer, weights)
+    if algorithm.explores and resumed_round is None:
+        exploration = explore(config, world, setup, trainer, weights, rundir, stop)
+        if exploration.stopped:
+            return None, None, 0
     train = initial_trainer(trainer, setup.train_parts, config)  # PruneFL's initial pruning
     mask = algorithm.initial_mask(
         weights=weights, gradient=gradient, train=train, exploration=exploration
@@ -221,16 +241,10 @@ def start_model(config, world, engine, rundir, resume):
         server = algorithm.new_server(
             weights=current.weights, mask=current.mask, exploration=exploration
         )
-    devices = world.gather_objects(f"{socket.gethostname()}:{device}")
-    resumed_round = world.bcast_object(None if resume is None else resume.round)
     if resumed_round is not None:
         current = restore_state(world, resume, server, device)
         engine.states.restore(resume.clients if world.is_root else None)
         return current, server, resumed_round + 1
-    if world.is_root:
-        rundir.create(config, setup, world.size, devices)
-        if exploration is not None:
-            rundir.write_exploration(algorithm.exploration_record(exploration))
     return current, server, 1
 
 
@@ -291,6 +305,8 @@ def train_clients(config, world, engine, ctx, current, units):
             weight = ctx.client_weight(result.samples)  # p_c (federation.weighting)
             sums.add_client(update.channels, algorithm.channels, weight)
             engine.states.keep(client, update.state)
+            if engine.progress is not None:
+                engine.progress.client_done()
             wire = accounting.upload_info(update, value_dtype)
             mask = None
             if update.client_mask is not None and config.output.record_client_masks:

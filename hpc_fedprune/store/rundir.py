@@ -53,14 +53,25 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .cost import write_model_cost
-from .exploration import write_exploration
+from .exploration import (
+    EXPLORATION_STATE,
+    ExplorationState,
+    read_exploration_state,
+    write_exploration,
+    write_exploration_state,
+)
 from .runfile import RunFile, utc_now
 
 RUN_FILE = "run.h5"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 # Files a killed process can leave behind; a resume removes them.
-TEMPORARY = (CHECKPOINT + ".tmp", RUN_FILE + ".tmp", METRICS_FILE + ".tmp")
+TEMPORARY = (
+    CHECKPOINT + ".tmp",
+    RUN_FILE + ".tmp",
+    METRICS_FILE + ".tmp",
+    EXPLORATION_STATE + ".tmp",
+)
 # Signals whose handlers wait until a write is complete (those of sim/signals.py).
 _DEFERRED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 _SMALL_WRITE = 65536  # reservation for attribute updates and the file's creation
@@ -136,6 +147,26 @@ class RunDir:
         need = _SMALL_WRITE + sum(2 * a.nbytes + 4096 for a in arrays)
         with self._reserved(need, "the exploration phase was not recorded"):
             write_exploration(self.run_path, record)
+
+    def save_exploration(self, state: ExplorationState) -> None:
+        """Keep an exploration phase's finished explorers (``exploration_state.h5``).
+
+        Raises
+        ------
+        StorageError
+            It could not be written; an earlier saved state is as it was.
+        """
+        try:
+            with _signals_deferred():
+                write_exploration_state(self.path, state)
+        except OSError as exc:
+            where = self.path / EXPLORATION_STATE
+            done = f"{len(state.clients)} of {len(state.explorers)} explorers"
+            raise StorageError(_cannot_write(where, exc, f"{done} not saved")) from None
+
+    def saved_exploration(self) -> ExplorationState | None:
+        """The exploration state a stopped run saved (None if there is none)."""
+        return read_exploration_state(self.path)
 
     # --- every round ---------------------------------------------------------------------
 
@@ -224,6 +255,8 @@ class RunDir:
         with self._reserved(need, "the final model was not recorded"):
             self.run_file.write_model(weights, mask)
             self.run_file.set_attrs(status="finished", wall_s=wall_s, heartbeat=utc_now())
+        # A finished run never explores again: the saved phase is no longer needed.
+        (self.path / EXPLORATION_STATE).unlink(missing_ok=True)
 
     def mark(self, status: str) -> bool:
         """Set the status of a run that is ``running`` (``interrupted``, ``failed``).
@@ -239,6 +272,11 @@ class RunDir:
             return True
         except Exception:  # noqa: BLE001 - a status is not worth a second failure
             return False
+
+    def beat(self) -> None:
+        """Refresh the ``heartbeat`` attribute (a long phase without rounds is alive)."""
+        with self._reserved(_SMALL_WRITE, ""):
+            self.run_file.set_attrs(heartbeat=utc_now())
 
     def status(self) -> str | None:
         """The ``status`` attribute of ``run.h5`` (None if it cannot be read)."""
@@ -281,7 +319,10 @@ class RunDir:
         if recorded is not None:
             self._check_config_unchanged(recorded)
         if checkpoint is None:
-            print(f"no checkpoint in {self.path}: starting again from round 1", flush=True)
+            saved = ""
+            if (self.path / EXPLORATION_STATE).exists():
+                saved = f" (the exploration phase continues from {EXPLORATION_STATE})"
+            print(f"no checkpoint in {self.path}: starting again from round 1{saved}", flush=True)
             self.run_path.unlink(missing_ok=True)
             return None, False
         try:
