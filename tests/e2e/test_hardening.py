@@ -266,14 +266,21 @@ def file_size_limit(limit: int):
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("checkpoint_every, expect_file", [(0, "run.h5"), (2, "checkpoint.h5.tmp")])
-def test_a_file_size_limit_stops_the_run_with_74(tmp_path, checkpoint_every, expect_file):
+@pytest.mark.parametrize(
+    "checkpoint_every, expect_file, hidden, limit",
+    [(0, "run.h5", 32, 200_000), (2, "checkpoint.h5.tmp", 256, 400_000)],
+)
+def test_a_file_size_limit_stops_the_run_with_74(
+    tmp_path, checkpoint_every, expect_file, hidden, limit
+):
     out = tmp_path / "run"
     argv = ["run", "--out", str(out), *CONFIG, "federation.rounds=60"]
-    argv.append(f"output.checkpoint_every={checkpoint_every}")
+    argv += [f"output.checkpoint_every={checkpoint_every}", f"model.mlp.hidden=[{hidden}]"]
     # A file of 200 kB: room for a few rounds (the program ignores SIGXFSZ, so a write
-    # past the limit fails with EFBIG instead of killing the process).
-    with file_size_limit(200_000):
+    # past the limit fails with EFBIG instead of killing the process). A checkpoint holds
+    # no history, so to reach the limit there first the second case has a model whose
+    # checkpoint (weights, float64 momentum: ~480 kB) is larger than a few rounds.
+    with file_size_limit(limit):
         code, _, err = run_here(*argv)
     assert code == 74, err
     assert "File too large" in err
