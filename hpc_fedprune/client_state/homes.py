@@ -36,6 +36,9 @@ from .store import ClientStateStore
 
 MB = 2**20
 CHUNK_BYTES = 64 * MB  # states per destination and exchange step (at least one)
+# States all ranks together send to rank 0 in one checkpoint step (at least one each):
+# rank 0's peak while it writes a checkpoint is a few times this (pickles in and out).
+CHECKPOINT_STEP_BYTES = 16 * MB
 
 
 class ClientStates:
@@ -144,9 +147,9 @@ class ClientStates:
 
         On rank 0 it yields `ClientChunks` whose chunks arrive as rank 0 reads them (None
         elsewhere, and everywhere when the method keeps no state). In each step every
-        rank sends at most ``min(CHUNK_BYTES, budget) / ranks`` of states (one state at
-        least), so rank 0 holds about one step of states at a time, however many clients
-        there are. Leaving the block finishes the steps rank 0 did not read (a write
+        rank sends at most ``min(CHECKPOINT_STEP_BYTES, budget) / ranks`` of states (one
+        state at least), so rank 0 holds about one step of states at a time, however many
+        clients there are. Leaving the block finishes the steps rank 0 did not read (a write
         that failed half-way), so no rank is left waiting.
         """
         if not self.active:
@@ -158,7 +161,7 @@ class ClientStates:
         counts[world.rank] = len(ids)
         counts = world.sum_int64(counts)  # every rank learns how many states each sends
         state_bytes = sum(s.length * s.dtype.itemsize for s in store.specs)
-        step_bytes = min(CHUNK_BYTES, store.budget_bytes) // world.size
+        step_bytes = min(CHECKPOINT_STEP_BYTES, store.budget_bytes) // world.size
         per_step = max(1, step_bytes // max(state_bytes, 1))
         steps = -(-int(counts.max()) // per_step)
 

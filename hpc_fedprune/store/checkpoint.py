@@ -365,12 +365,10 @@ def _write_clients(group: h5py.Group, clients: ClientChunks | None) -> None:
         if row + len(ids) > count:
             raise ValueError(f"client state: more than the {count} clients announced")
         group["id"][row : row + len(ids)] = ids
-        for name, (ds, packed) in targets.items():
-            values = [np.asarray(chunk[c][name]) for c in ids]
-            if packed:
-                values = [np.packbits(v) for v in values]
-            if values:
-                ds[row : row + len(ids)] = np.stack(values)
+        for i, client in enumerate(ids):  # row by row: no second copy of the chunk
+            for name, (ds, packed) in targets.items():
+                value = np.asarray(chunk[client][name])
+                ds[row + i] = np.packbits(value) if packed else value
         row += len(ids)
     if row != count:
         raise ValueError(f"client state: {row} clients arrived, {count} announced")
