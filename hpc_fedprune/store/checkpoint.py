@@ -478,7 +478,11 @@ def restore_run_file(out_dir: Path, checkpoint: Checkpoint) -> None:
         try:
             src = h5py.File(run_path, "r")
         except OSError as exc:
-            raise InputError(f"cannot read {run_path} to resume it: {exc}") from None
+            cause = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
+            raise InputError(
+                f"cannot read {run_path} to resume it ({cause}): a checkpoint holds no "
+                "history, the run file is needed"
+            ) from None
         with src, h5py.File(tmp, "w") as dst:
             for key, (value, dtype) in attrs.items():
                 dst.attrs.create(key, value, dtype=dtype)

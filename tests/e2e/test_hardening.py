@@ -184,7 +184,6 @@ def same_results(a, b) -> None:
 @pytest.mark.timeout(200)
 def test_an_edited_checkpoint_attribute_is_not_trusted(stopped, reference, tmp_path):
     out = shutil.copytree(stopped, tmp_path / "run")
-    (out / "run.h5").unlink()
     with h5py.File(out / "checkpoint.h5", "a") as f:
         assert f["checkpoint"].attrs["round"] == 7
         f["checkpoint"].attrs["round"] = 5  # the snapshot still holds 7 rounds
@@ -267,19 +266,23 @@ def file_size_limit(limit: int):
 
 @pytest.mark.timeout(200)
 @pytest.mark.parametrize(
-    "checkpoint_every, expect_file, hidden, limit",
-    [(0, "run.h5", 32, 200_000), (2, "checkpoint.h5.tmp", 256, 400_000)],
+    "checkpoint_every, expect_file, extra, limit",
+    [
+        (0, "run.h5", [], 300_000),
+        # A checkpoint holds no history: to reach the limit there first, FedAvgM with a
+        # model whose checkpoint (weights and momentum, float32: ~1.3 MB) is larger than
+        # the run file of a few rounds.
+        (2, "checkpoint.h5.tmp", ["algorithm.name=fedavg", "model.mlp.hidden=[1024]"], 600_000),
+    ],
 )
 def test_a_file_size_limit_stops_the_run_with_74(
-    tmp_path, checkpoint_every, expect_file, hidden, limit
+    tmp_path, checkpoint_every, expect_file, extra, limit
 ):
     out = tmp_path / "run"
-    argv = ["run", "--out", str(out), *CONFIG, "federation.rounds=60"]
-    argv += [f"output.checkpoint_every={checkpoint_every}", f"model.mlp.hidden=[{hidden}]"]
-    # A file of 200 kB: room for a few rounds (the program ignores SIGXFSZ, so a write
-    # past the limit fails with EFBIG instead of killing the process). A checkpoint holds
-    # no history, so to reach the limit there first the second case has a model whose
-    # checkpoint (weights, float64 momentum: ~480 kB) is larger than a few rounds.
+    argv = ["run", "--out", str(out), *CONFIG, "federation.rounds=60", *extra]
+    argv.append(f"output.checkpoint_every={checkpoint_every}")
+    # Room for a few rounds (the program ignores SIGXFSZ, so a write past the limit
+    # fails with EFBIG instead of killing the process).
     with file_size_limit(limit):
         code, _, err = run_here(*argv)
     assert code == 74, err

@@ -133,3 +133,13 @@ def test_client_state_rows_round_trip_in_chunks(tmp_path):
     for chunk in chunks:
         for c, state in chunk.items():
             assert state["residual"].tobytes() == expected[c].tobytes()
+
+
+def test_a_missing_run_file_is_one_line(tmp_path):
+    out = _stopped_after(tmp_path / "run", 6, 30, 5)
+    (out / "run.h5").unlink()
+    with pytest.raises(InputError) as e:
+        RunDir(out).resume(1)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"cannot read {out / 'run.h5'} to resume")
+    assert "No such file or directory" in message
