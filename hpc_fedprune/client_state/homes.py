@@ -188,7 +188,7 @@ class ClientStates:
     def restore(self, checkpoint: Checkpoint | None) -> None:
         """Collective: rank 0's checkpointed states to their home ranks, in chunks.
 
-        Rank 0 reads the checkpoint's client rows in steps of at most `CHUNK_BYTES` and
+        Rank 0 reads the checkpoint's client rows in steps of `CHECKPOINT_STEP_BYTES` and
         scatters each step to the home ranks, so no rank holds them all.
 
         Raises
@@ -209,7 +209,7 @@ class ClientStates:
         error = world.bcast_object(error)
         if error:
             raise InputError(error)
-        source = checkpoint.client_chunks(CHUNK_BYTES) if world.is_root else None
+        source = checkpoint.client_chunks(CHECKPOINT_STEP_BYTES) if world.is_root else None
         while True:
             parts = None
             if world.is_root:
