@@ -44,7 +44,7 @@ from ..faults import maybe_fail
 
 CHECKPOINT = "checkpoint.h5"
 PREVIOUS = "checkpoint.prev.h5"
-# 1: a snapshot of run.h5 plus /checkpoint, one dataset per client (before 0.x);
+# 1: a snapshot of run.h5 plus /checkpoint, one dataset per client (earlier versions);
 # 2: a record of run.h5's row counts, client state as one row per client.
 CHECKPOINT_FORMAT = 2
 _BLOCK_BYTES = 16 * 2**20  # rows read or hashed at a time, so no whole dataset is in memory
@@ -243,7 +243,7 @@ def _stored_width(dtype: np.dtype, length: int) -> int:
 
 
 def _unstored(dataset: h5py.Dataset, row: np.ndarray) -> np.ndarray:
-    """One client's array as it was stored before `_store_row`."""
+    """One client's array as the client kept it (`_write_clients` bit-packs bool arrays)."""
     if "bool_length" in dataset.attrs:
         return np.unpackbits(row, count=int(dataset.attrs["bool_length"])).astype(bool)
     return np.array(row)
@@ -276,7 +276,9 @@ class _RunRecord:
                 growing = isinstance(obj, h5py.Dataset) and obj.maxshape[:1] == (None,)
                 rows.append(obj.shape[0] if growing else -1)
             attrs = {k: (f.attrs[k], f.attrs.get_id(k).dtype) for k in f.attrs}
-        text = sum(len(_value_bytes(v)) for v, _ in attrs.values()) + sum(map(len, paths))
+        # The attributes' values, and /checkpoint/run: fixed-width paths and int64 rows.
+        width = max(map(len, paths), default=0)
+        text = sum(len(_value_bytes(v)) for v, _ in attrs.values()) + len(paths) * (width + 8)
         return cls(paths, rows, attrs, text)
 
 
