@@ -15,23 +15,30 @@ states), and states travel in steps of at most `CHUNK_BYTES` (and budget / ranks
 destination, so a rank's resident state stays near ``client_state.budget_mb`` plus a
 few messages, not the whole cohort's states.
 
-Checkpoints gather every state to rank 0 (`Checkpoint.clients`, ``name -> {client id ->
-array}``); a resume hands them to the home ranks of the new world size.
+Checkpoints stream the states to rank 0 a bounded step at a time (`ClientStates.to_root`),
+which writes each step into the checkpoint file as it comes; a resume reads them back in
+steps and scatters each to the home ranks of the new world size (`ClientStates.restore`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from ..comm.state_exchange import alltoall_dicts, gather_dicts, scatter_dicts
+from ..comm.state_exchange import alltoall_dicts, scatter_dicts
 from ..comm.world import World
 from ..errors import InputError
+from ..store.checkpoint import Checkpoint, ClientChunks
 from .store import ClientStateStore
 
 MB = 2**20
 CHUNK_BYTES = 64 * MB  # states per destination and exchange step (at least one)
+# States all ranks together send to rank 0 in one checkpoint step (at least one each):
+# rank 0's peak while it writes a checkpoint is a few times this (pickles in and out).
+CHECKPOINT_STEP_BYTES = 16 * MB
 
 
 class ClientStates:
@@ -134,19 +141,55 @@ class ClientStates:
                 self.store.put(client, received[client])
 
     # ----------------------------------------------------------- checkpoints
-    def gather(self) -> dict:
-        """Collective: every client's state on rank 0 as ``name -> {client id -> array}``."""
-        if not self.active:
-            return {}
-        mine = {c: self.store.peek(c) for c in self.store.clients()}
-        merged = gather_dicts(self.world, mine)
-        if merged is None:
-            return {}
-        names = [spec.name for spec in self.store.specs]
-        return {name: {c: merged[c][name] for c in sorted(merged)} for name in names}
+    @contextmanager
+    def to_root(self) -> Iterator[ClientChunks | None]:
+        """Collective: every client's state to rank 0 in chunks, for a checkpoint.
 
-    def restore(self, clients: dict | None) -> None:
-        """Collective: rank 0's checkpointed states (``name -> {id -> array}``) to home ranks.
+        On rank 0 it yields `ClientChunks` whose chunks arrive as rank 0 reads them (None
+        elsewhere, and everywhere when the method keeps no state). In each step every
+        rank sends at most ``min(CHECKPOINT_STEP_BYTES, budget) / ranks`` of states (one
+        state at least), so rank 0 holds about one step of states at a time, however many
+        clients there are. Leaving the block finishes the steps rank 0 did not read (a write
+        that failed half-way), so no rank is left waiting.
+        """
+        if not self.active:
+            yield None
+            return
+        world, store = self.world, self.store
+        ids = store.clients()
+        counts = np.zeros(world.size, np.int64)
+        counts[world.rank] = len(ids)
+        counts = world.sum_int64(counts)  # every rank learns how many states each sends
+        state_bytes = sum(s.length * s.dtype.itemsize for s in store.specs)
+        step_bytes = min(CHECKPOINT_STEP_BYTES, store.budget_bytes) // world.size
+        per_step = max(1, step_bytes // max(state_bytes, 1))
+        steps = -(-int(counts.max()) // per_step)
+
+        def chunks() -> Iterator[dict]:
+            for step in range(steps):
+                mine = {c: store.peek(c) for c in ids[step * per_step : (step + 1) * per_step]}
+                parts = world.gather_objects(mine)
+                del mine
+                if parts is not None:
+                    merged = {}
+                    for part in parts:
+                        merged.update(part)
+                    del parts
+                    yield merged
+
+        stream = chunks()
+        arrays = {s.name: (s.dtype, s.length) for s in store.specs}
+        try:
+            yield ClientChunks(arrays, int(counts.sum()), stream) if world.is_root else None
+        finally:
+            for _ in stream:  # the steps not read (the other ranks' side of every step)
+                pass
+
+    def restore(self, checkpoint: Checkpoint | None) -> None:
+        """Collective: rank 0's checkpointed states to their home ranks, in chunks.
+
+        Rank 0 reads the checkpoint's client rows in steps of `CHECKPOINT_STEP_BYTES` and
+        scatters each step to the home ranks, so no rank holds them all.
 
         Raises
         ------
@@ -155,23 +198,31 @@ class ClientStates:
         """
         if not self.active:
             return
-        parts = None
-        if self.world.is_root:
+        world = self.world
+        error = None
+        if world.is_root:
             names = [spec.name for spec in self.store.specs]
-            ids = set().union(*(clients.get(n, {}).keys() for n in names)) if clients else set()
-            missing = [n for n in names if ids and n not in clients]
-            parts = [{} for _ in range(self.world.size)]
-            if not missing:
-                for c in sorted(ids):
-                    parts[self.home(c)][c] = {n: clients[n][c] for n in names}
-            error = f"the checkpoint lacks client state {missing}" if missing else None
-        else:
-            error = None
-        error = self.world.bcast_object(error)
+            held = checkpoint.client_arrays()
+            missing = [n for n in names if n not in held]
+            if missing and checkpoint.client_count():
+                error = f"the checkpoint lacks client state {missing}"
+        error = world.bcast_object(error)
         if error:
             raise InputError(error)
-        for client, state in sorted(scatter_dicts(self.world, parts).items()):
-            self.store.put(client, state)
+        source = checkpoint.client_chunks(CHECKPOINT_STEP_BYTES) if world.is_root else None
+        while True:
+            parts = None
+            if world.is_root:
+                chunk = next(source, None)
+                parts = None if chunk is None else [{} for _ in range(world.size)]
+                for client, state in (chunk or {}).items():
+                    parts[self.home(client)][client] = state
+            if not world.any_flag(parts is not None):
+                return
+            if parts is None:  # rank 0 scatters; the others receive
+                parts = [{} for _ in range(world.size)]
+            for client, state in sorted(scatter_dicts(world, parts).items()):
+                self.store.put(client, state)
 
     def close(self) -> None:
         """Delete this rank's spill file."""

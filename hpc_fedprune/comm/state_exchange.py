@@ -32,17 +32,6 @@ def alltoall_dicts(world: World, outgoing: list[dict[int, Any]]) -> dict[int, An
     return received
 
 
-def gather_dicts(world: World, part: dict[int, Any]) -> dict[int, Any] | None:
-    """The union of every rank's ``part`` on rank 0 (None elsewhere)."""
-    parts = world.gather_objects(part)
-    if parts is None:
-        return None
-    merged: dict[int, Any] = {}
-    for p in parts:
-        merged.update(p)
-    return merged
-
-
 def scatter_dicts(world: World, parts: list[dict[int, Any]] | None) -> dict[int, Any]:
     """Rank 0's ``parts[r]`` on rank ``r`` (``parts`` is only read on rank 0)."""
     if world.size == 1:

@@ -160,9 +160,9 @@ def run_rounds(
         stopping = world.any_flag(stop is not None and stop.raised) and rnd < fed.rounds
         every = config.output.checkpoint_every
         if stopping or (every and rnd % every == 0 and rnd < fed.rounds):
-            client_state = engine.states.gather()  # collective: every client's state to rank 0
-            if world.is_root:
-                rundir.write_checkpoint(snapshot(rnd, current, server, client_state))
+            with engine.states.to_root() as client_state:  # collective: chunks to rank 0
+                if world.is_root:
+                    rundir.write_checkpoint(snapshot(rnd, current, server, client_state))
         if stopping:
             if world.is_root:
                 rundir.mark("interrupted")
@@ -243,7 +243,7 @@ def start_model(config, world, engine, rundir, resume, stop=None):
         )
     if resumed_round is not None:
         current = restore_state(world, resume, server, device)
-        engine.states.restore(resume.clients if world.is_root else None)
+        engine.states.restore(resume)  # rank 0 reads, home ranks receive (collective)
         return current, server, resumed_round + 1
     return current, server, 1
 
@@ -385,7 +385,7 @@ def snapshot(rnd: int, current: GlobalModel, server: ServerState, clients=None) 
     """Rank 0: the state a resumed run needs after round ``rnd`` (``clients``: client state)."""
     state = {k: (None if v is None else v.cpu().numpy()) for k, v in server.state_dict().items()}
     mask = None if current.mask is None else current.mask.cpu().numpy()
-    return Checkpoint(rnd, current.weights.cpu().numpy(), mask, state, clients or {})
+    return Checkpoint(rnd, current.weights.cpu().numpy(), mask, state, clients)
 
 
 def restore_state(world: World, resume: Checkpoint | None, server, device) -> GlobalModel:

@@ -45,7 +45,8 @@ def _checkpointed(tmp_path):
         m.create_dataset("round", data=np.arange(1, 8), maxshape=(None,), chunks=(256,))
         f.create_dataset("masks/fc.weight", data=np.zeros((2, 3), np.uint8))
         f["masks/fc.weight"].attrs["numel"] = 20
-    state = Checkpoint(7, np.arange(4, dtype=np.float32), None, {"momentum": np.ones(4)})
+    clients = {"mask": {1: np.arange(20) % 3 == 0}}
+    state = Checkpoint(7, np.arange(4, dtype=np.float32), None, {"momentum": np.ones(4)}, clients)
     return write_checkpoint(out, state)
 
 
@@ -57,10 +58,12 @@ TAMPERING = {
     "the checkpoint's round": _set_attr("checkpoint", "round", 5),
     "a root attribute": lambda f: f.attrs.__setitem__("rounds_done", 5),
     "the config text": lambda f: f.attrs.__setitem__("config", "training:\n  lr: 0.5\n"),
-    "a dataset's attribute": _set_attr("masks/fc.weight", "numel", 21),
-    "a new attribute": _set_attr("metrics", "note", 1),
+    "a dataset's attribute": _set_attr("checkpoint/clients/mask", "bool_length", 21),
+    "a new attribute": _set_attr("checkpoint/run", "note", 1),
     "a new empty group": lambda f: f.create_group("extra"),
-    "a renamed dataset": lambda f: f.move("metrics/round", "metrics/rounds"),
+    "a renamed dataset": lambda f: f.move("checkpoint/run/rows", "checkpoint/run/row"),
+    "a recorded row count": lambda f: f["checkpoint/run/rows"].__setitem__(0, 6),
+    "a client's state": lambda f: f["checkpoint/clients/mask"].__setitem__((0, 0), 0),
     "a reinterpreted dtype": lambda f: (
         f["checkpoint/algorithm"].__delitem__("momentum"),
         f["checkpoint/algorithm"].create_dataset("momentum", data=np.ones(4).view(np.int64)),

@@ -92,6 +92,9 @@ class OneRank:
     def any_flag(self, flag):
         return bool(flag)
 
+    def sum_int64(self, values):
+        return values.copy()
+
     def agree_on_input_errors(self, error):
         if error is not None:
             raise error
@@ -111,20 +114,30 @@ def test_checkpoint_round_trip_restores_every_state(tmp_path):
     states = ClientStates.for_run(Config, OneRank(), Method())
     for client in (4, 9, 0):
         states.store.put(client, state(client))
-    gathered = states.gather()
-    assert sorted(gathered) == ["mask", "residual"] and sorted(gathered["mask"]) == [0, 4, 9]
-    # Through a real checkpoint file.
+    # Through a real checkpoint file, streamed in steps of one state (a tiny chunk size).
     with h5py.File(tmp_path / "run.h5", "w") as f:
         f.attrs["format_version"] = 1
-    write_checkpoint(tmp_path, Checkpoint(3, np.zeros(4, np.float32), None, {}, gathered))
+    with states.to_root() as chunks:
+        assert chunks.count == 3 and sorted(chunks.arrays) == ["mask", "residual"]
+        write_checkpoint(tmp_path, Checkpoint(3, np.zeros(4, np.float32), None, {}, chunks))
+    with h5py.File(tmp_path / "checkpoint.h5", "r") as f:  # one row per client
+        assert f["checkpoint/clients/id"][...].tolist() == [0, 4, 9]
+        assert f["checkpoint/clients/mask"].shape == (3, N // 8)  # bit-packed
     back = read_checkpoint(tmp_path / "checkpoint.h5")
+    assert [sorted(c) for c in back.client_chunks(max_bytes=1)] == [[0], [4], [9]]
     fresh = ClientStates.for_run(Config, OneRank(), Method())
-    fresh.restore(back.clients)
+    fresh.restore(back)
     assert fresh.store.clients() == [0, 4, 9]
     for client in (0, 4, 9):
         assert same(fresh.store.peek(client), state(client))
+    partial = Checkpoint(
+        3, np.zeros(4, np.float32), None, {}, {"residual": {1: state(1)["residual"]}}
+    )
+    write_checkpoint(tmp_path, partial)
     with pytest.raises(InputError, match="lacks client state"):
-        ClientStates.for_run(Config, OneRank(), Method()).restore({"residual": {1: state(1)}})
+        ClientStates.for_run(Config, OneRank(), Method()).restore(
+            read_checkpoint(tmp_path / "checkpoint.h5")
+        )
     states.close()
     fresh.close()
 
@@ -161,4 +174,6 @@ def test_methods_without_state_have_no_store():
         pass
 
     states = ClientStates.for_run(Config, OneRank(), Stateless())
-    assert not states.active and states.gather() == {}
+    assert not states.active
+    with states.to_root() as chunks:
+        assert chunks is None
