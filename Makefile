@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 MPIEXEC := $(VENV)/bin/mpiexec
 STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
+# Test processes (pytest-xdist); whole files go to one process, so a file's shared
+# launches (module fixtures) run once. 2 fits a 2-core machine.
+TEST_WORKERS ?= 2
 
 .PHONY: help venv demo test test-fast lint fmnist bench clean
 
@@ -25,7 +28,7 @@ demo: $(STAMP)  ## run the built-in quick start on 2 ranks
 	$(MPIEXEC) -n 2 $(PY) -m hpc_fedprune run --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)  ## run the whole test suite, MPI tests included
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests/unit
