@@ -6,12 +6,15 @@ expected, and for unknown keys the closest valid name.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
 import math
+import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +25,17 @@ from .schema import Config
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | Mapping[str, Any] | Config | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> Config:
     """Read a YAML config (or none: the quick start), apply overrides, and validate.
 
     Parameters
     ----------
-    path : str or Path, optional
-        YAML file. Without it every key takes its default.
+    path : str, Path, mapping or Config, optional
+        YAML file, or the same tree as a mapping of sections (``{"federation": {"rounds":
+        3}}``), or a `Config` (checked again, with the overrides applied). Without it
+        every key takes its default.
     overrides : list of str
         ``key.sub=value`` strings; values are parsed as YAML (``0.5``, ``[1, 2]``, ``null``).
 
@@ -42,9 +48,7 @@ def load_config(
     InputError
         Unreadable file, bad YAML, unknown key, wrong type or value.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_yaml(path)
+    raw = config_tree(path)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
@@ -52,6 +56,27 @@ def load_config(
     check_consistency(config)
     check_installed(config)
     return config
+
+
+def config_tree(source: str | Path | Mapping[str, Any] | Config | None) -> dict[str, Any]:
+    """The nested mapping a config source gives, not yet checked (a copy: never the caller's).
+
+    Raises
+    ------
+    InputError
+        An unreadable or malformed file, or a source of another type.
+    """
+    if source is None:
+        return {}
+    if isinstance(source, Config):
+        return to_dict(source)
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    if isinstance(source, (str, os.PathLike)):
+        return read_yaml(source)
+    raise InputError(
+        f"config: expected a YAML file's path, a mapping or a Config, got {type(source).__name__}"
+    )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
