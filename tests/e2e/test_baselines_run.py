@@ -1,4 +1,4 @@
-"""The stateless baselines as whole runs: SNIP, one-shot magnitude, FedProx (ALGORITHMS.md s5)."""
+"""The stateless baselines as whole runs: SNIP, one-shot magnitude, FedProx (docs/methods.md)."""
 
 from __future__ import annotations
 
