@@ -38,7 +38,7 @@ Two clocks, because the benchmark machine may be shared:
 Allocator (``--malloc``, default both): ``default`` glibc, or ``tuned`` with
 MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ raised, for the bare loop and the simulator
 alike. With the default, glibc returns freed training buffers to the OS and faults them in
-again (ENVIRONMENT.md, "torch on CPU"), by an amount that depends on what the process
+again (README, "Training many clients at once"), by an amount that depends on what the process
 allocated before; ``faults_per_update`` (minor page faults per client update) shows it.
 
 Timed rounds: the first round is a warm-up and the simulator's last round also evaluates
@@ -208,7 +208,7 @@ def cpu_and_faults(pids: list[int]) -> tuple[float, int] | None:
 
 
 # glibc returns freed 0.3-1.2 MB training buffers to the OS and faults them in again at the
-# next step (docs: ENVIRONMENT.md, "torch on CPU"); how much depends on what the process
+# next step (README, "Training many clients at once"); how much depends on what the process
 # allocated before. "tuned" raises both thresholds for the bare loop and the simulator alike.
 MALLOC_TUNED = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 

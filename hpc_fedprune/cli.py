@@ -16,9 +16,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
-
-import numpy as np
 
 from .errors import (
     EXIT_INPUT,
@@ -399,100 +396,12 @@ def _end_job(world, code: int) -> int:
 
 
 def _run(args, world) -> int:
-    from .comm.world import check_launch
-    from .preflight import plan_run
+    """``run``: the Python API's run (`api.run_request`); a stop signal makes status 75."""
+    from .api import RunRequest, run_request
+    from .sim.signals import EXIT_REQUEUE
 
-    # Stage 1: the command line, the config and the paths, before anything heavy.
-    error = plan = None
-    try:
-        check_launch(world)
-        plan = plan_run(args, is_root=world.is_root)
-    except InputError as exc:
-        error = exc
-    world.agree_on_input_errors(error)
-    config = plan.config
-    out_dir = Path(world.bcast_object(str(plan.out_dir)))  # rank 0's (a time stamp)
-
-    # Stage 2: torch, the device, the resume point, and the set-up (names are checked
-    # against the data sets, models and methods installed).
-    from .comm.world import limit_threads, pick_device
-    from .data.partition import describe_skew
-    from .sim.loop import run_rounds
-    from .sim.setup import build_setup, idle_ranks
-    from .sim.signals import EXIT_REQUEUE, StopFlag
-    from .store.rundir import RunDir
-
-    rundir = RunDir(out_dir)
-    error = setup = checkpoint = device = None
-    finished = False
-    try:
-        limit_threads(config.runtime.threads)
-        world.set_waiting(config.runtime.wait)
-        device = pick_device(config.runtime.device, world.local_rank)
-        if world.is_root and plan.resume:
-            checkpoint, finished = rundir.resume(world.size)
-    except InputError as exc:
-        error = exc
-    world.agree_on_input_errors(error)
-    if world.bcast_object(finished):
-        if world.is_root:
-            print(f"{out_dir} holds a finished run; nothing to resume", flush=True)
-        return EXIT_OK
-    try:  # collective where the node's ranks share one copy of the data set
-        setup = build_setup(config, world.size, device, world=world)
-    except InputError as exc:
-        error = exc
-    world.agree_on_input_errors(error)
-    if world.is_root:
-        print(
-            f"hpc_fedprune: {config.algorithm.name} on {setup.dataset.name} "
-            f"({config.partition.num_clients} clients, {setup.cohort_size} per round, "
-            f"{config.federation.rounds} rounds) on {world.size} rank(s), device {setup.device}",
-            flush=True,
-        )
-        sizes = setup.sizes
-        print(
-            f"partition: {config.partition.scheme}, client sizes "
-            f"{sizes.min()}-{int(np.median(sizes))}-"
-            f"{sizes.max()} (min-median-max), {describe_skew(setup.stats)}",
-            flush=True,
-        )
-        if setup.shared is not None:
-            print(
-                f"data set: one copy per node in shared memory, read by its "
-                f"{setup.shared.local_size} rank(s) on this node",
-                flush=True,
-            )
-        idle = idle_ranks(config, world.size)
-        if idle:
-            print(
-                f"{idle} of {world.size} ranks idle: {setup.cohort_size} clients per round, "
-                "one rank each at most; idle ranks only take part in the collectives",
-                flush=True,
-            )
-    # Rank 0 records a stop at once: if the job is then killed before the round ends (a
-    # second Ctrl-C makes mpiexec kill every rank), the run file still says interrupted.
-    # It also says at once, in one line, what the run finishes before it stops.
-    on_stop = (lambda: (rundir.mark("interrupted"), stop.announce())) if world.is_root else None
-    stop = StopFlag(on_first=on_stop).install()
-    try:
-        result = run_rounds(config, world, setup, out_dir, resume=checkpoint, stop=stop)
-    except KeyboardInterrupt:
-        if world.is_root:
-            rundir.mark("interrupted")
-        raise
-    except Exception:
-        if world.is_root:
-            rundir.mark("failed")
-        raise
-    finally:
-        stop.restore()
-    setup.release()
-    if world.is_root:
-        if not result.stopped:
-            print(rundir.summary_line(), flush=True)
-        print(f"run file: {result.out_dir / 'run.h5'}", flush=True)
-    return EXIT_REQUEUE if result.stopped else EXIT_OK
+    outcome = run_request(RunRequest.from_args(args), world)
+    return EXIT_REQUEUE if outcome.stopped else EXIT_OK
 
 
 def _privacy(args, world) -> int:

@@ -3,16 +3,17 @@
 ``run`` starts in two stages, so that a mistake shows in well under a second instead of
 after torch has been imported (seconds, on every rank):
 
-1. here, on every rank, before anything heavy is imported: the command line, the
-   plug-ins (imported first: they may register names), the config (types, ranges, finite
-   numbers, the names of data sets, models and methods against the registries), the
-   paths it gives (``data.root`` must exist, ``output.name`` is one folder name), the
-   run directory (``--out`` writable and not holding a run yet; ``--resume`` a folder
-   that holds a run);
-2. in ``cli``, after torch and the rest are imported: the device, and the options of the
-   chosen data set, model and method while the set-up is built.
+1. here (called by `api.check_request`), on every rank, before anything heavy is imported:
+   the command line, the plug-ins (imported first: they may register names), the config
+   (types, ranges, finite numbers, the names of data sets, models and methods against the
+   registries), the paths it gives (``data.root`` must exist, ``output.name`` is one
+   folder name), the run directory (``--out`` writable and not holding a run yet;
+   ``--resume`` a folder that holds a run);
+2. in `api.execute`, after torch and the rest are imported: the device, and the options
+   of the chosen data set, model and method while the set-up is built.
 
-Every rank runs both stages and the ranks agree on the first error, which rank 0 prints.
+Every rank runs both stages and the ranks agree on the first error, which rank 0 prints
+(the Python API raises it on every rank instead).
 """
 
 from __future__ import annotations
@@ -55,15 +56,16 @@ def plan_run(args, *, is_root: bool = True) -> RunPlan:
 
     Parameters
     ----------
-    args : argparse.Namespace
+    args : argparse.Namespace or api.RunRequest
         ``config``, ``out``, ``resume``, ``overrides`` and ``plugins`` (``--plugin``) of
-        the ``run`` command.
+        the ``run`` command; the config may be a path, a mapping or a `Config`
+        (`load_config`).
     is_root : bool
         Rank 0 also checks the run directory (only rank 0 writes it).
     """
     plugins = getattr(args, "plugins", None) or []
     if args.resume:
-        if args.config or args.out or args.overrides:
+        if args.config is not None or args.out is not None or args.overrides:
             raise InputError(
                 "run --resume DIR takes the run's own config: no --config, --out or overrides"
             )

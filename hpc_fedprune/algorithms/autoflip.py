@@ -1,11 +1,11 @@
-"""AutoFLIP: a mask guided by a federated loss-exploration phase (ALGORITHMS.md s4).
+"""AutoFLIP: a mask guided by a federated loss-exploration phase (docs/methods.md).
 
 Before round 1 the explorers train from the common start theta0
 (`hpc_fedprune.exploration.phase`); rank 0 receives the mean squared displacement of every
 parameter, and `initial_mask` normalises it per tensor and removes the ``floor(tau * N)``
 lowest-scoring prunable entries (optionally whole units as well: ``structured``); the
-global model starts as ``theta0 * M`` (not the explored weights, the authors' code's
-item 2 in s4.7). Clients re-apply M after every step, so uploads travel as values over it.
+global model starts as ``theta0 * M`` (not the explored weights, where the authors' code
+starts). Clients re-apply M after every step, so uploads travel as values over it.
 
 Server step (``server_update: ema``, the authors' code): ``v = beta v + (1 - beta) u``,
 ``w = w + server_lr v`` with ``u`` the sample-weighted mean update and ``beta =

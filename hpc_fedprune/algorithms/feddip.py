@@ -1,4 +1,4 @@
-"""FedDIP: dynamic pruning with error feedback and incremental regularisation (ALGORITHMS.md s2).
+"""FedDIP: dynamic pruning with error feedback and incremental regularisation (docs/methods.md).
 
 Rounds count from 1 here; the paper's ``t`` is ``round - 1``.
 

@@ -1,4 +1,4 @@
-"""FedDST: federated dynamic sparse training (Bibikar et al. 2022; ALGORITHMS.md s2.7, s6.2).
+"""FedDST: federated dynamic sparse training (Bibikar et al. 2022; docs/methods.md).
 
 - Mask: ERK at ``sparsity`` (exact per-tensor counts, `erk_counts`), random positions
   from ``numpy_rng(seed, Stream.MASK, 0)``, fixed before round 1; the initial weights

@@ -1,4 +1,4 @@
-"""One-shot magnitude pruning (FedSparsify's OneShot baseline, ALGORITHMS.md s3.7).
+"""One-shot magnitude pruning (FedSparsify's OneShot baseline; docs/methods.md).
 
 FedAvg dense up to round ``prune_round`` (t0). After aggregating round t0 the server prunes
 the global model once to ``sparsity`` by global magnitude; that mask stays for the rest of

@@ -1,5 +1,5 @@
 """PruneFL: adaptive pruning from aggregated squared gradients (Jiang et al., TNNLS 2022;
-ALGORITHMS.md s2.7, s6.1).
+docs/methods.md, PruneFL).
 
 - Initial pruning (before round 1, `initial_mask`): one client, drawn from
   ``numpy_rng(seed, Stream.MASK, 0)``, trains ``init_rounds`` times from the initial

@@ -1,4 +1,4 @@
-"""A fixed random mask from round 1 (ALGORITHMS.md s5: "Random mask").
+"""A fixed random mask from round 1 (docs/methods.md, "Random and ERK masks").
 
 ``distribution: uniform`` prunes ``floor(s * N)`` prunable entries drawn uniformly;
 ``erk`` gives each tensor its ERK density (Evci et al. 2020) and draws positions inside

@@ -1,4 +1,4 @@
-"""SNIP: a mask fixed at initialisation from connection sensitivity (ALGORITHMS.md s2.7, s3.7).
+"""SNIP: a mask fixed at initialisation from connection sensitivity (docs/methods.md, SNIP).
 
 Before round 1 one client, drawn from ``numpy_rng(seed, Stream.MASK, 0)``, gives the loss
 gradient ``g`` at the initial weights ``w`` on the first batch of a permutation drawn from

@@ -152,7 +152,10 @@ class Run:
         Last completed round according to ``/metrics/round`` (the attribute where that
         dataset is missing): the number the metrics can back up.
     metrics : dict of str to numpy.ndarray
-        Every 1-D dataset of ``/metrics``, all cut to the same length.
+        The per-round metrics as columns: every 1-D dataset of ``/metrics`` (``round``
+        first), all cut to the same length, so that ``metrics[name][i]`` is the value of
+        round ``metrics["round"][i]``. `row` gives one round as a dict, `to_pandas` the
+        whole table as a DataFrame.
     mask_tensors : tuple of MaskTensor
         Tensors in ``/masks``, in the model's flat-buffer order where known.
     mask_rounds : numpy.ndarray
@@ -209,6 +212,39 @@ class Run:
     def num_rounds(self) -> int:
         """Number of rows in `metrics` (completed rounds that were recorded)."""
         return len(self.metrics.get("round", ()))
+
+    def row(self, index: int = -1) -> dict[str, int | float]:
+        """One recorded round of `metrics` as Python numbers; by default the last one.
+
+        Raises
+        ------
+        IndexError
+            No round with that index was recorded.
+        """
+        if not -self.num_rounds <= index < self.num_rounds:
+            raise IndexError(f"{self.path}: round index {index} of {self.num_rounds} recorded")
+        return {name: column[index].item() for name, column in self.metrics.items()}
+
+    def to_pandas(self):
+        """The per-round metrics as a pandas DataFrame: one row per round, one column per metric.
+
+        The columns are those of `metrics`, in its order (``round`` first), with their
+        dtypes; the index is the default 0..n-1. pandas is optional (not a dependency of
+        hpc_fedprune).
+
+        Raises
+        ------
+        ImportError
+            pandas is not installed (the message says how to get it).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "Run.to_pandas needs pandas, which hpc_fedprune does not install: "
+                "pip install pandas (or use Run.metrics, a dict of numpy columns)"
+            ) from exc
+        return pd.DataFrame({name: np.asarray(col) for name, col in self.metrics.items()})
 
     @property
     def has_masks(self) -> bool:

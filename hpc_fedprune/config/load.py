@@ -6,12 +6,15 @@ expected, and for unknown keys the closest valid name.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib.util
 import math
+import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from .schema import Config
 
 
 def load_config(
-    path: str | Path | None = None,
+    path: str | Path | Mapping[str, Any] | Config | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     plugins: list[str] | tuple[str, ...] = (),
 ) -> Config:
@@ -32,8 +35,10 @@ def load_config(
 
     Parameters
     ----------
-    path : str or Path, optional
-        YAML file. Without it every key takes its default.
+    path : str, Path, mapping or Config, optional
+        YAML file, or the same tree as a mapping of sections (``{"federation": {"rounds":
+        3}}``), or a `Config` (checked again, with the overrides applied). Without it
+        every key takes its default.
     overrides : list of str
         ``key.sub=value`` strings; values are parsed as YAML (``0.5``, ``[1, 2]``, ``null``).
     plugins : list of str
@@ -50,9 +55,7 @@ def load_config(
         Unreadable file, bad YAML, unknown key, wrong type or value, a plug-in that does
         not import.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        raw = read_yaml(path)
+    raw = config_tree(path)
     for text in overrides:
         key, value = parse_override(text)
         set_dotted(raw, key, value)
@@ -74,6 +77,27 @@ def load_raw_plugins(raw: dict[str, Any], extra: list[str] | tuple[str, ...] = (
     from ..plugins import load_plugins
 
     load_plugins(names)
+
+
+def config_tree(source: str | Path | Mapping[str, Any] | Config | None) -> dict[str, Any]:
+    """The nested mapping a config source gives, not yet checked (a copy: never the caller's).
+
+    Raises
+    ------
+    InputError
+        An unreadable or malformed file, or a source of another type.
+    """
+    if source is None:
+        return {}
+    if isinstance(source, Config):
+        return to_dict(source)
+    if isinstance(source, Mapping):
+        return copy.deepcopy(dict(source))
+    if isinstance(source, (str, os.PathLike)):
+        return read_yaml(source)
+    raise InputError(
+        f"config: expected a YAML file's path, a mapping or a Config, got {type(source).__name__}"
+    )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -10,7 +10,7 @@ for c in mine:                                     each from its OWN copy of the
 scores = reduce(sums) / len(explorers) on rank 0   the same bits for any number of ranks
 
 The authors' code trains one shared model object, so every "explorer" continues from the
-previous one and all stored results alias the last explorer (ALGORITHMS.md s4.7 item 1);
+previous one and all stored results alias the last explorer (README, "AutoFLIP");
 here every explorer starts from the common start. ``base: shared`` trains one base epoch
 (on the first explorer's data, on rank 0) and every explorer explores from that base.
 

@@ -1,4 +1,4 @@
-"""FedDST's arithmetic (ALGORITHMS.md s2.7, s6.2) as pure functions over flat vectors.
+"""FedDST's arithmetic (docs/methods.md, FedDST) as pure functions over flat vectors.
 
 - `drop_and_regrow`: a client's readjustment. In every tensor with prunable entries it
   drops the ``k`` active weights of smallest magnitude and regrows the ``k`` inactive

@@ -1,4 +1,4 @@
-"""AutoFLIP's guidance: exploration displacement to scores, scores to a mask (ALGORITHMS.md s4).
+"""AutoFLIP's guidance: exploration displacement to scores, scores to a mask (docs/methods.md).
 
 The arithmetic only; the exploration itself (training the explorers) is sim code
 (`hpc_fedprune.exploration.phase`). Every function works on flat vectors over the whole model

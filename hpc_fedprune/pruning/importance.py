@@ -1,4 +1,4 @@
-"""PruneFL's selection of kept weights (ALGORITHMS.md s2.7, s6.1) as pure functions.
+"""PruneFL's selection of kept weights (docs/methods.md, PruneFL) as pure functions.
 
 PruneFL keeps the weights whose aggregated squared gradient is largest per unit of the
 time they cost. Here a weight's score is ``G_j / t_j``: ``G_j`` the (sample-weighted)

@@ -1,6 +1,6 @@
 """Per-layer norm penalty: ``lam * sum_l ||w_l||_2`` and its closed-form gradient.
 
-FedDIP (ALGORITHMS.md 2.2) adds the non-squared L2 (Frobenius) norm of every prunable
+FedDIP (docs/methods.md, FedDIP) adds the non-squared L2 (Frobenius) norm of every prunable
 tensor to the local loss. Its gradient is ``lam * w_l / ||w_l||`` per tensor; at
 ``w_l = 0`` the norm has no gradient and we add nothing (the subgradient 0, which keeps a
 fully pruned layer at zero instead of producing NaN).

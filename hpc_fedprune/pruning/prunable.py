@@ -1,6 +1,6 @@
 """The prunable set: which entries of the flat model a method may prune.
 
-Presets (ALGORITHMS.md, Decisions and 2.3):
+Presets (docs/methods.md, "Prunable set"):
 
 - ``conv_linear_weights``: conv and linear weights, biases and norm layers excluded (FedDIP);
 - ``all_trainable``: every trainable parameter: kernels, biases, trainable norm

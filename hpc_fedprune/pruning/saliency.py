@@ -2,7 +2,7 @@
 
 SNIP (Lee et al., ICLR 2019) scores every connection by ``|dL/dm|`` for a multiplicative
 mask ``m`` at ``m = 1``, which is ``|g * w|`` (``g`` the loss gradient at the weights ``w``),
-and keeps the highest-scoring ``1 - s`` of the prunable set (ALGORITHMS.md s2.7, s3.7).
+and keeps the highest-scoring ``1 - s`` of the prunable set (docs/methods.md, SNIP).
 """
 
 from __future__ import annotations

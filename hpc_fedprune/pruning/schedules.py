@@ -5,13 +5,13 @@ values out of range) and called with a round number; a plain function with the s
 arguments sits beside each one. Rounds are whatever the caller counts (FedSparsify counts
 from 1, FedDIP from 0); every formula below says which convention its paper uses.
 
-- `Cubic`: Zhu and Gupta's gradual schedule with frequency quantisation (ALGORITHMS.md 3.2);
-  with ``t0 = 0, t_end = T, freq = 1`` it is FedDIP's schedule (2.2).
+- `Cubic`: Zhu and Gupta's gradual schedule with frequency quantisation (docs/methods.md);
+  with ``t0 = 0, t_end = T, freq = 1`` it is FedDIP's schedule.
 - `Multiplicative`: prune a fraction ``p`` of the remaining weights every ``freq`` rounds
   (FedSparsify's earlier code): density ``(1 - p) ** n`` after ``n`` pruning events.
 - `Constant`: one sparsity from round ``t0`` on (one-shot pruning, fixed random masks).
-- `FedDIPLambda`: FedDIP's staircase for its regularisation coefficient (2.2).
-- `CosineDrop`: FedDST's cosine-annealed prune-and-regrow fraction (2.7).
+- `FedDIPLambda`: FedDIP's staircase for its regularisation coefficient.
+- `CosineDrop`: FedDST's cosine-annealed prune-and-regrow fraction.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HDF5 run file (DESIGN section 6), written by rank 0 only.
+"""The HDF5 run file (layout: README, "The run directory and the run file"), written by rank 0 only.
 
 The file is opened, appended to and closed once per round, so between rounds it is
 always a complete, closed HDF5 file: a reader (``analyze``) can open a running run, and a

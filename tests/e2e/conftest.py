@@ -8,7 +8,8 @@ import sys
 import h5py
 import numpy as np
 
-from hpc_fedprune.analysis import load_run
+import hpc_fedprune
+from hpc_fedprune.analysis import Run, load_run
 from tests.helpers import REPO, child_env
 
 # Small enough for a few seconds per run on one core, big enough to learn something.
@@ -62,6 +63,19 @@ def assert_same_results(a: dict, b: dict) -> None:
     assert set(a.get("layers", {})) == set(b.get("layers", {}))
     for name, x in a.get("layers", {}).items():
         assert np.array_equal(x, b["layers"][name]), f"per-layer metric {name} differs"
+
+
+def api_run(out, *overrides: str, config: str | None = None) -> Run:
+    """A run through the Python API in this process; its run file, read by `load_run`.
+
+    For tests of what a run computes: torch is imported once for the whole session instead
+    of once per launch. What the command line itself owns (exit statuses, messages,
+    signals to a process) is tested with `cli`. ``config`` names a file under ``configs/``.
+    """
+    path = None if config is None else REPO / "configs" / config
+    outcome = hpc_fedprune.run(path, out=out, overrides=list(overrides))
+    assert outcome.rounds > 0 and not outcome.stopped
+    return outcome.load()
 
 
 def cli(*args, timeout=200) -> subprocess.CompletedProcess:

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import TINY, cli
+from .conftest import TINY, api_run, cli
 
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("analyze")
     dense, sparse = base / "fedavg", base / "fedsparsify"
-    assert cli("run", "--out", str(dense), *TINY).returncode == 0
-    proc = cli(
-        "run",
-        "--out",
-        str(sparse),
-        *TINY,
-        "algorithm.name=fedsparsify",
-        "algorithm.fedsparsify.variant=local",
-    )
-    assert proc.returncode == 0, proc.stderr
+    api_run(dense, *TINY)
+    api_run(sparse, *TINY, "algorithm.name=fedsparsify", "algorithm.fedsparsify.variant=local")
     return dense, sparse
 
 

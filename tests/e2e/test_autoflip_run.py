@@ -10,7 +10,7 @@ import pytest
 from hpc_fedprune.pruning import pruned_count
 from tests.helpers import run_mpi
 
-from .conftest import assert_same_results, cli, read_run
+from .conftest import api_run, assert_same_results, read_run
 
 # Generated data shaped like each data set; a thin CNN and a short exploration.
 SMALL = [
@@ -46,8 +46,7 @@ CONFIGS = {
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_config_runs_and_records_exploration(tmp_path, name):
     out = tmp_path / name
-    proc = cli("run", "--config", f"configs/{name}.yaml", "--out", str(out), *SMALL, *CONFIGS[name])
-    assert proc.returncode == 0, proc.stderr
+    api_run(out, *SMALL, *CONFIGS[name], config=f"{name}.yaml")
     with h5py.File(out / "run.h5", "r") as f:
         assert f.attrs["algorithm"] == "autoflip"
         ex, m = f["exploration"], f["metrics"]
@@ -74,17 +73,15 @@ def test_config_runs_and_records_exploration(tmp_path, name):
 @pytest.mark.mpi
 @pytest.mark.timeout(300)
 def test_resume_keeps_the_mask_and_does_not_explore_again(tmp_path):
-    config = [
-        "--config",
-        "configs/autoflip_fmnist_patho.yaml",
+    overrides = [
         *SMALL,
         *CONFIGS["autoflip_fmnist_patho"],
         "federation.rounds=4",
         "algorithm.autoflip.structured=true",
     ]
+    config = ["--config", "configs/autoflip_fmnist_patho.yaml", *overrides]
     ref, out = tmp_path / "ref", tmp_path / "run"
-    proc = run_mpi(1, ["-m", "hpc_fedprune", "run", "--out", str(ref), *config], timeout=200)
-    assert proc.returncode == 0, proc.stderr
+    api_run(ref, *overrides, config="autoflip_fmnist_patho.yaml")  # the uninterrupted run
     env = {"HPC_FEDPRUNE_FAULT": "rank=0,round=3,point=train,action=kill"}
     args = ["-m", "hpc_fedprune", "run", "--out", str(out), *config, "output.checkpoint_every=2"]
     assert run_mpi(1, args, env=env, timeout=200).returncode != 0

@@ -1,4 +1,4 @@
-"""The stateless baselines as whole runs: SNIP, one-shot magnitude, FedProx (ALGORITHMS.md s5)."""
+"""The stateless baselines as whole runs: SNIP, one-shot magnitude, FedProx (docs/methods.md)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from hpc_fedprune.pruning import pruned_count
 from hpc_fedprune.rng import Stream, numpy_rng
 from hpc_fedprune.sim.setup import build_setup
 
-from .conftest import TINY, assert_same_results, cli, read_run
+from .conftest import TINY, api_run, assert_same_results, read_run
 
 
 def run(out, *extra):
-    proc = cli("run", "--out", str(out), *TINY, "output.checkpoint_every=0", *extra)
-    assert proc.returncode == 0, proc.stderr
+    api_run(out, *TINY, "output.checkpoint_every=0", *extra)
     return out / "run.h5"
 
 

@@ -6,10 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from hpc_fedprune.analysis import load_run
 from hpc_fedprune.pruning import kept_count
 
-from .conftest import cli
+from .conftest import api_run
 
 # LeNet-5 (conv layers) on small generated images; the mask changes in rounds 1, 3, 5, 7, 9.
 RUN = [
@@ -33,9 +32,7 @@ RUN = [
 
 
 def run(out, *extra):
-    proc = cli("run", "--out", str(out), *RUN, *extra)
-    assert proc.returncode == 0, proc.stderr
-    return load_run(out / "run.h5")
+    return api_run(out, *RUN, *extra)
 
 
 def global_masks(result):
@@ -94,12 +91,8 @@ def test_free_regrowth_brings_pruned_weights_back(tmp_path):
 )
 def test_cifar_configs_run_one_round_on_generated_data(tmp_path, config, classes):
     out = tmp_path / "r"
-    proc = cli(
-        "run",
-        "--config",
-        f"configs/{config}.yaml",
-        "--out",
-        str(out),
+    run = api_run(
+        out,
         "data.name=synthetic",
         "data.shape=[3,32,32]",
         f"data.num_classes={classes}",
@@ -109,7 +102,6 @@ def test_cifar_configs_run_one_round_on_generated_data(tmp_path, config, classes
         "federation.clients_per_round=1",
         "training.local_epochs=1",
         "output.progress=false",
-        timeout=280,
+        config=f"{config}.yaml",
     )
-    assert proc.returncode == 0, proc.stderr
-    assert load_run(out / "run.h5").metrics["sparsity"][0] == pytest.approx(0.5, abs=1e-6)
+    assert run.metrics["sparsity"][0] == pytest.approx(0.5, abs=1e-6)

@@ -6,13 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from .conftest import TINY, cli
+from .conftest import TINY, api_run
 
 
 def run(out, *extra):
     args = [*TINY, "algorithm.name=fedsparsify", "federation.rounds=5", *extra]
-    proc = cli("run", "--out", str(out), *args)
-    assert proc.returncode == 0, proc.stderr
+    api_run(out, *args)
     return out / "run.h5"
 
 

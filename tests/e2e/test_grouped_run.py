@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from .conftest import cli, read_run
+from .conftest import api_run, cli, read_run
 
 SMALL = [
     "data.name=synthetic",
@@ -23,18 +23,18 @@ SMALL = [
 ]
 
 
-def run(out, *extra):
-    args = ("run", "--config", "configs/fedavg_grouped_fmnist.yaml", "--out", str(out))
-    proc = cli(*args, *SMALL, *extra)
-    assert proc.returncode == 0, proc.stderr
-    return proc, read_run(out / "run.h5")
+def run(out, capsys, *extra):
+    """The run's printed lines and its run file."""
+    capsys.readouterr()
+    api_run(out, *SMALL, *extra, config="fedavg_grouped_fmnist.yaml")
+    return capsys.readouterr().out, read_run(out / "run.h5")
 
 
 @pytest.mark.timeout(300)
-def test_grouped_run_learns_like_the_one_at_a_time_run(tmp_path):
-    proc, grouped = run(tmp_path / "g")
-    assert "grouped training: up to 8 clients per batched step" in proc.stdout
-    _, alone = run(tmp_path / "one", "training.group_size=1")
+def test_grouped_run_learns_like_the_one_at_a_time_run(tmp_path, capsys):
+    stdout, grouped = run(tmp_path / "g", capsys)
+    assert "grouped training: up to 8 clients per batched step" in stdout
+    _, alone = run(tmp_path / "one", capsys, "training.group_size=1")
     # Same batches and steps, other kernels: close, not bit-identical.
     a = np.frombuffer(alone["flat"], dtype=np.float32)
     g = np.frombuffer(grouped["flat"], dtype=np.float32)
@@ -46,9 +46,9 @@ def test_grouped_run_learns_like_the_one_at_a_time_run(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_method_a_group_cannot_train_runs_one_client_at_a_time(tmp_path):
-    proc, _ = run(tmp_path / "adam", "training.optimizer=adam")
-    assert "grouped training off (optimizer 'adam'" in proc.stdout
+def test_method_a_group_cannot_train_runs_one_client_at_a_time(tmp_path, capsys):
+    stdout, _ = run(tmp_path / "adam", capsys, "training.optimizer=adam")
+    assert "grouped training off (optimizer 'adam'" in stdout
 
 
 def test_mixed_precision_without_groups_is_refused(tmp_path):

@@ -1,5 +1,8 @@
 """Membership inference as a user runs it: a run from configs/privacy_fmnist.yaml on small
-generated images, ``analyze`` showing the attacks, the ``privacy`` command, bad input."""
+generated images, ``analyze`` showing the attacks, the ``privacy`` command, bad input.
+
+The runs go through the Python API in this process; the ``privacy`` and ``analyze``
+commands are launched as a user types them."""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import run_mpi
+import hpc_fedprune
+from hpc_fedprune import InputError, faults
 
-from .conftest import TINY, cli
+from .conftest import TINY, api_run, cli
 
 SMALL = [
     "data.name=synthetic",
@@ -36,8 +40,7 @@ def rows_of(path) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def private_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("privacy") / "run"
-    proc = cli("run", "--config", "configs/privacy_fmnist.yaml", "--out", str(out), *SMALL)
-    assert proc.returncode == 0, proc.stderr
+    api_run(out, *SMALL, config="privacy_fmnist.yaml")
     return out
 
 
@@ -69,16 +72,15 @@ def test_privacy_command_repeats_the_last_attack_and_analyze_shows_it(private_ru
 
 
 @pytest.mark.timeout(300)
-def test_resumed_run_repeats_the_privacy_rows(private_run, tmp_path):
+def test_resumed_run_repeats_the_privacy_rows(private_run, tmp_path, monkeypatch):
     # The checkpoint holds the /privacy rows up to its round; the shadow models are
     # trained again after the resume and give the same attack.
     out = tmp_path / "r"
-    args = ["-m", "hpc_fedprune", "run", "--config", "configs/privacy_fmnist.yaml"]
-    args += ["--out", str(out), *SMALL, "output.checkpoint_every=1"]
-    crash = {"HPC_FEDPRUNE_FAULT": "rank=0,round=3,point=train,action=raise"}
-    assert run_mpi(1, args, env=crash).returncode != 0
-    proc = run_mpi(1, ["-m", "hpc_fedprune", "run", "--resume", str(out)])
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.setattr(faults, "FAULT", faults._parse("rank=0,round=3,point=train"))
+    with pytest.raises(RuntimeError, match="injected fault"):
+        api_run(out, *SMALL, "output.checkpoint_every=1", config="privacy_fmnist.yaml")
+    monkeypatch.setattr(faults, "FAULT", None)
+    assert hpc_fedprune.run(resume=out).rounds == 3
     resumed, whole = rows_of(out / "run.h5"), rows_of(private_run / "run.h5")
     for name in whole:
         assert np.array_equal(resumed[name], whole[name]), name
@@ -111,16 +113,14 @@ def test_bad_input_is_one_line_and_status_2(private_run, args, message):
 @pytest.mark.timeout(200)
 def test_run_without_privacy_cannot_be_attacked(tmp_path):
     out = tmp_path / "plain"
-    assert cli("run", "--out", str(out), *TINY, "federation.rounds=1").returncode == 0
+    api_run(out, *TINY, "federation.rounds=1")
     proc = cli("privacy", str(out))
     assert proc.returncode == 2 and "without privacy.enabled" in proc.stderr
 
 
 @pytest.mark.timeout(120)
 def test_bad_privacy_config_is_refused_before_running(tmp_path):
-    proc = cli(
-        "run", "--out", str(tmp_path / "r"), *TINY, "privacy.enabled=true", "privacy.rounds=[9]"
-    )
-    assert proc.returncode == 2
-    assert "privacy.rounds: [9] after the last round (3)" in proc.stderr
+    # The command line's one line and status 2 for an InputError: tests/e2e/test_cli.py.
+    with pytest.raises(InputError, match=r"privacy\.rounds: \[9\] after the last round \(3\)"):
+        api_run(tmp_path / "r", *TINY, "privacy.enabled=true", "privacy.rounds=[9]")
     assert not (tmp_path / "r" / "run.h5").exists()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpc_fedprune.analysis import load_run
 from hpc_fedprune.config import load_config
 from hpc_fedprune.pruning import erk_counts, pruned_count
 from hpc_fedprune.sim.setup import build_setup
 
-from .conftest import cli
+from .conftest import api_run
 
 SMALL = [
     "data.name=synthetic",
@@ -29,9 +28,7 @@ SMALL = [
 
 
 def run(out, config, *extra):
-    proc = cli("run", "--config", f"configs/{config}.yaml", "--out", str(out), *SMALL, *extra)
-    assert proc.returncode == 0, proc.stderr
-    return load_run(out / "run.h5")
+    return api_run(out, *SMALL, *extra, config=f"{config}.yaml")
 
 
 def global_masks(result):

@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpc_fedprune.analysis import load_run
 from hpc_fedprune.comm.encodings import plan_from_counts
 from hpc_fedprune.pruning.topk import keep_count
 
-from .conftest import cli
+from .conftest import api_run
 
 SMALL = [
     "data.name=synthetic",
@@ -31,10 +30,7 @@ SMALL = [
 
 
 def run(out, *extra):
-    args = ("run", "--config", "configs/topk_fmnist_lenet5.yaml", "--out", str(out))
-    proc = cli(*args, *SMALL, *extra)
-    assert proc.returncode == 0, proc.stderr
-    return load_run(out / "run.h5")
+    return api_run(out, *SMALL, *extra, config="topk_fmnist_lenet5.yaml")
 
 
 @pytest.mark.timeout(300)

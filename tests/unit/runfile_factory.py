@@ -1,6 +1,6 @@
 """Hand-made run files (format_version 1) with known contents, for the analysis tests.
 
-`write_run` writes the layout of DESIGN.md section 6 with h5py alone, so the analysis is
+`write_run` writes the run-file layout of the README with h5py alone, so the analysis is
 tested against the contract, not against the simulator's writer. `KNOWN_MASKS` is a mask
 history whose statistics are worked out by hand in `KNOWN_ANSWERS`.
 """

@@ -237,3 +237,46 @@ def test_forged_mask_record_count_is_refused(tmp_path: Path) -> None:
             f["masks"][name].resize(10**9, axis=0)
     with pytest.raises(InputError, match="masks/rounds claims"):
         load_run(h5)
+
+
+# --- one round as a dict, the table as a DataFrame ------------------------------------
+
+
+def test_row_is_one_round_of_every_column_as_python_numbers(tmp_path: Path) -> None:
+    run = load_run(write_run(tmp_path / "r"))
+    known = default_metrics(8)
+    last, third = run.row(), run.row(2)
+    assert set(last) == set(known)
+    assert last["round"] == 8 and type(last["round"]) is int and type(last["clients"]) is int
+    assert last["test_accuracy"] == pytest.approx(0.9) and third["round"] == 3
+    assert np.isnan(third["test_accuracy"])  # not evaluated in odd rounds
+    assert third["test_loss"] == pytest.approx(1 / 3) and type(third["test_loss"]) is float
+    with pytest.raises(IndexError, match="round index 8 of 8"):
+        run.row(8)
+
+
+def test_to_pandas_has_one_row_per_round_and_the_metrics_as_columns(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    run = load_run(write_run(tmp_path / "r"))
+    frame = run.to_pandas()
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame.columns) == list(run.metrics) and list(frame.columns)[0] == "round"
+    assert len(frame) == 8 and list(frame["round"]) == list(range(1, 9))
+    known = default_metrics(8)
+    for name, column in known.items():
+        np.testing.assert_array_equal(frame[name].to_numpy(), column)
+        assert frame[name].dtype == column.dtype, name
+
+
+def test_to_pandas_without_pandas_says_how_to_get_it(tmp_path: Path, monkeypatch) -> None:
+    run = load_run(write_run(tmp_path / "r"))
+    monkeypatch.setitem(sys.modules, "pandas", None)  # `import pandas` now fails
+    with pytest.raises(ImportError, match=r"needs pandas.*pip install pandas"):
+        run.to_pandas()
+
+
+def test_pandas_is_no_dependency() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    declared = " ".join(project["project"]["dependencies"]).lower()
+    assert "pandas" not in declared

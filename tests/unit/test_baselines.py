@@ -1,5 +1,5 @@
 """The stateless baselines' defining rules: SNIP's score, FedProx's gradient, random and
-one-shot masks (ALGORITHMS.md s5)."""
+one-shot masks (docs/methods.md)."""
 
 from __future__ import annotations
 

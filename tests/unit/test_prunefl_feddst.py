@@ -1,4 +1,4 @@
-"""PruneFL's and FedDST's defining rules (ALGORITHMS.md s2.7, s6.1, s6.2)."""
+"""PruneFL's and FedDST's defining rules (docs/methods.md, PruneFL and FedDST)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Schedules at hand-computed rounds (ALGORITHMS.md 2.2, 2.7, 3.2)."""
+"""Schedules at hand-computed rounds (docs/methods.md, Schedules, FedDIP, FedDST)."""
 
 from __future__ import annotations
 
