@@ -70,3 +70,39 @@ def registries_restored():
             for name in [n for n in entries if n not in names and n not in table._builtin]:  # noqa: SLF001
                 del entries[name]
         plugins._loaded.intersection_update(loaded)  # noqa: SLF001
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, options: str):
+    """A tmpfs with mount ``options`` (``size=300k``, ``ro,size=16k``) on ``folder``.
+
+    Root only; the test is skipped where mounting is not allowed. Unmounted afterwards.
+    """
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    folder.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextlib.contextmanager
+def unwritable_folder(tmp_path: Path):
+    """A folder this process cannot write to: a read-only tmpfs for root, else chmod 555."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    with mounted_tmpfs(folder, "ro,size=16k"):
+        yield folder

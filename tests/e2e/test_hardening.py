@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import resource
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ from hpc_fedprune import faults
 from hpc_fedprune.analysis import load_run
 from hpc_fedprune.cli import main
 from hpc_fedprune.comm.world import World
-from tests.helpers import child_env
+from tests.helpers import child_env, mounted_tmpfs, unwritable_folder
 
 from .conftest import TINY, cli
 
@@ -106,19 +105,9 @@ def test_a_bad_output_name_escapes_nowhere(tmp_path):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A folder this process cannot write to (a read-only tmpfs for root, else chmod)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
+    """A folder this process cannot write to (`tests.helpers.unwritable_folder`)."""
+    with unwritable_folder(tmp_path) as folder:
         yield folder
-        folder.chmod(0o755)
-        return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", str(folder)])
-    if done.returncode != 0:
-        pytest.skip("root, and cannot mount a read-only tmpfs here")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
 
 
 @pytest.mark.timeout(120)
@@ -295,15 +284,8 @@ def test_a_file_size_limit_stops_the_run_with_74(
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 600 kB tmpfs (root only; skipped where mounting is not allowed)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)])
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=600k") as mount:
+        yield mount
 
 
 @pytest.mark.timeout(200)

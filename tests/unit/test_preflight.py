@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from argparse import Namespace
@@ -12,7 +11,7 @@ import pytest
 from hpc_fedprune.config.load import ABSENT, config_differences, load_config
 from hpc_fedprune.errors import InputError
 from hpc_fedprune.preflight import plan_run
-from tests.helpers import REPO, child_env
+from tests.helpers import REPO, child_env, unwritable_folder
 
 
 def args(*overrides, out=None, resume=None, config=None) -> Namespace:
@@ -58,19 +57,9 @@ def test_data_root_must_exist(tmp_path):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    """A folder this process cannot write to (a read-only tmpfs for root, else chmod)."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
+    """A folder this process cannot write to (`tests.helpers.unwritable_folder`)."""
+    with unwritable_folder(tmp_path) as folder:
         yield folder
-        folder.chmod(0o755)
-        return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=16k", "tmpfs", str(folder)])
-    if done.returncode != 0:
-        pytest.skip("root, and cannot mount a read-only tmpfs here")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_unwritable_out_is_refused_before_set_up(read_only_dir):

@@ -28,7 +28,7 @@ from hpc_fedprune.store import rundir as rundir_module
 from hpc_fedprune.store import runfile as runfile_module
 from hpc_fedprune.store.checkpoint import read_checkpoint
 from hpc_fedprune.store.rundir import RunDir
-from tests.helpers import REPO, child_env
+from tests.helpers import REPO, child_env, mounted_tmpfs
 from tests.unit.rundir_workload import round_record, write_run
 
 
@@ -133,15 +133,8 @@ def test_a_file_size_limit_loses_no_completed_round(tmp_path):
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 300 kB tmpfs (root only; skipped where mounting is not allowed)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)])
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=300k") as mount:
+        yield mount
 
 
 def test_a_full_tmpfs_loses_no_completed_round(small_tmpfs):
