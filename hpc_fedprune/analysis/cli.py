@@ -23,7 +23,7 @@ from .labels import distinct_labels, run_config
 from .masks import MaskHistory, client_agreement, mask_history
 from .privacy import privacy_lines, read_privacy, write_privacy_csv
 from .runfile import Run, load_run
-from .scores import read_layer_costs, write_layer_cost_csv
+from .scores import write_layer_cost_csv
 from .summary import Summary, quality_of, render_summary, summarize
 
 #: Where `run_compare` writes when no folder is given (relative to the working directory;
@@ -151,7 +151,7 @@ def run_analyze(path: str, out_dir: str | None = None, formats: str | Sequence[s
     out = _make_out_dir(out_dir if out_dir is not None else run.run_dir / "analysis")
     files: list[Path] = [tables.write_metrics_csv(out / "metrics.csv", run)]
     notes: list[str] = []
-    costs = read_layer_costs(run.path)
+    costs = run.layer_costs()
     if costs is not None:
         files.append(write_layer_cost_csv(out / "layer_cost.csv", costs))
     if history is not None:

@@ -133,6 +133,27 @@ class ClientMaskRound:
 
 
 @dataclass(frozen=True)
+class LayerCosts:
+    """Per-layer cost of a run.
+
+    Attributes
+    ----------
+    layers : list of str
+        Module names.
+    params, flops : numpy.ndarray
+        Dense parameters and FLOPs per sample, per layer (int64).
+    params_effective, flops_effective : numpy.ndarray or None
+        ``(rounds, layers)`` effective counts, one row per completed round.
+    """
+
+    layers: list[str]
+    params: np.ndarray
+    flops: np.ndarray
+    params_effective: np.ndarray | None
+    flops_effective: np.ndarray | None
+
+
+@dataclass(frozen=True)
 class Run:
     """A run file, read up to what is small; masks are streamed on demand.
 
@@ -350,6 +371,36 @@ class Run:
                     )
                 mask = np.unpackbits(packed, count=numel).astype(bool)
             return flat, mask
+
+    def layer_costs(self) -> LayerCosts | None:
+        """``/model/cost`` and ``/metrics_layers``: per-layer dense and effective counts.
+
+        Returns None when the file has no ``/model/cost`` group (runs of earlier versions).
+        """
+        with _open(self.path) as f, _reading(self.path):
+            if "model/cost" not in f:
+                return None
+            g = f["model/cost"]
+            params = _read(self.path, _dataset(self.path, f, "model/cost/params"))
+            names = _dataset(self.path, f, "model/cost/layer")
+            if names.shape != params.shape:  # strings: bounded by the numeric table instead
+                raise InputError(
+                    f"{self.path}: /model/cost/layer has shape {names.shape}, "
+                    f"/model/cost/params {params.shape}"
+                )
+            layers = [v.decode() if isinstance(v, bytes) else str(v) for v in names[...]]
+            per_round: dict[str, np.ndarray] = {}
+            for name in ("params_effective", "flops_effective"):
+                path = f"metrics_layers/{name}"
+                if path in f:
+                    per_round[name] = _read(self.path, _dataset(self.path, f, path))
+            return LayerCosts(
+                layers,
+                params,
+                _read(self.path, g["flops"]),
+                per_round.get("params_effective"),
+                per_round.get("flops_effective"),
+            )
 
     def _read_group(self, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray] | None:
         with _open(self.path) as f, _reading(self.path):

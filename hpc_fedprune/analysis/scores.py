@@ -9,12 +9,11 @@ tables ``/model/cost`` (dense) and ``/metrics_layers`` (effective, per round).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from .runfile import LayerCosts
 from .tables import write_csv
 from .units import format_percent
 
@@ -78,48 +77,6 @@ def cost_line(cost: dict[str, float]) -> str:
         return f"{unit} {format_count(dense)} dense, {format_count(eff)} effective ({share})"
 
     return f"{pair('params', 'params')}; {pair('flops', 'FLOPs per sample')}"
-
-
-@dataclass(frozen=True)
-class LayerCosts:
-    """Per-layer cost of a run.
-
-    Attributes
-    ----------
-    layers : list of str
-        Module names.
-    params, flops : numpy.ndarray
-        Dense parameters and FLOPs per sample, per layer (int64).
-    params_effective, flops_effective : numpy.ndarray or None
-        ``(rounds, layers)`` effective counts, one row per completed round.
-    """
-
-    layers: list[str]
-    params: np.ndarray
-    flops: np.ndarray
-    params_effective: np.ndarray | None
-    flops_effective: np.ndarray | None
-
-
-def read_layer_costs(run_file: Path) -> LayerCosts | None:
-    """``/model/cost`` and ``/metrics_layers`` of a run file (None when absent)."""
-    with h5py.File(run_file, "r") as f:
-        if "model/cost" not in f:
-            return None
-        g = f["model/cost"]
-        layers = [v.decode() if isinstance(v, bytes) else str(v) for v in g["layer"][...]]
-        per_round = {}
-        if "metrics_layers" in f:
-            for name in ("params_effective", "flops_effective"):
-                if name in f["metrics_layers"]:
-                    per_round[name] = f["metrics_layers"][name][...]
-        return LayerCosts(
-            layers,
-            g["params"][...],
-            g["flops"][...],
-            per_round.get("params_effective"),
-            per_round.get("flops_effective"),
-        )
 
 
 def write_layer_cost_csv(path: Path, costs: LayerCosts) -> Path:
