@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .groups import Row, mean_std
+from .groups import Row
 from .scores import COST, SCORES, format_score
 from .summary import Quality, Summary
 from .tables import write_csv
@@ -57,11 +57,6 @@ NAN = float("nan")
 _TABLE_SCORES = ("test_top5_accuracy", "test_f1_macro", "test_rmse", "test_r2")
 
 
-def _member_mean(row: Row, value: Callable[[Summary], float]) -> float:
-    """Mean of ``value`` over the row's runs (NaN where none has it)."""
-    return mean_std([value(s) for s in row.members])[0]
-
-
 def _flops_fraction(s: Summary) -> float:
     dense, eff = s.cost.get("flops_dense", NAN), s.cost.get("flops_effective", NAN)
     return eff / dense if dense > 0 else NAN
@@ -69,7 +64,7 @@ def _flops_fraction(s: Summary) -> float:
 
 def _flops_ratio(row: Row) -> str:
     """Effective FLOPs per sample as a fraction of dense, averaged over the row's runs."""
-    ratio = _member_mean(row, _flops_fraction)
+    ratio = row.mean(_flops_fraction)
     return f"{ratio:.3g} x" if math.isfinite(ratio) else "n/a"
 
 
@@ -240,10 +235,7 @@ def render_compare_table(
                 s.dataset,
                 _with_spread(q, row.final),
                 _with_spread(q, row.best),
-                *(
-                    format_score(k, _member_mean(row, lambda s, k=k: s.scores.get(k, NAN)))
-                    for k in shown
-                ),
+                *(format_score(k, row.mean(lambda s, k=k: s.scores.get(k, NAN))) for k in shown),
                 format_percent(row.mean("final_sparsity")),
                 _flops_ratio(row),
                 format_bytes(row.mean("bytes_up")),

@@ -11,7 +11,7 @@ over the group's seeds (``ddof = 1``), reported with the number of seeds n.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,9 +120,11 @@ class Row:
         """The first run of the row (its quality metric and data set speak for all)."""
         return self.members[0]
 
-    def mean(self, attribute: str) -> float:
-        """Mean of a numeric `Summary` attribute over the members."""
-        return mean_std([getattr(s, attribute) for s in self.members])[0]
+    def mean(self, attribute: str | Callable[[Summary], float]) -> float:
+        """Mean over the members of a numeric `Summary` attribute (its name), or of what a
+        function of a `Summary` gives (a secondary score, a ratio)."""
+        value = attribute if callable(attribute) else (lambda s: getattr(s, attribute))
+        return mean_std([value(s) for s in self.members])[0]
 
     def std(self, attribute: str) -> float:
         """Sample standard deviation of a `Summary` attribute over the members."""
